@@ -1,0 +1,42 @@
+"""Named errors of the samaudio library.
+
+Every error a caller can cause derives from `SAMAudioError`, so a server or a CLI can catch the library's
+errors in one place and map each class to its own status code (see `server/samaudio_server/errors.py`).
+Messages give the numbers and the fix. Asserts guard only our own invariants.
+"""
+
+
+class SAMAudioError(Exception):
+    """Base class of every error the library raises on bad input or a missing resource."""
+
+
+class ConfigError(SAMAudioError, ValueError):
+    """A config dict or `config.json` has an unknown key, a missing value or inconsistent sizes."""
+
+
+class CheckpointError(SAMAudioError):
+    """A checkpoint is missing, unreadable, or its keys and shapes do not fit the model."""
+
+
+class ModelUnavailableError(SAMAudioError):
+    """A model cannot be had here: a gated or missing hub repo, or offline without a local copy."""
+
+
+class InvalidAudioError(SAMAudioError, ValueError):
+    """Audio that cannot be separated: empty, non-finite, wrong rank, channel count or sample rate."""
+
+
+class InvalidAnchorError(SAMAudioError, ValueError):
+    """A span prompt (anchor) with an unknown sign, a negative time or start >= end."""
+
+
+class InvalidRequestError(SAMAudioError, ValueError):
+    """Arguments that do not fit together: counts that differ, chunk <= overlap, an empty description."""
+
+
+class StreamClosedError(SAMAudioError):
+    """A stream was used after `finish()` or `cancel()`."""
+
+
+class CancelledError(SAMAudioError):
+    """A stream was cancelled while a window was pending."""

@@ -1,0 +1,51 @@
+"""Shared fixtures: the golden case folder and its files, and one tiny golden model per session."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# Golden tests take their case from SAMAUDIO_GOLDEN and must hold for any case made the same way.
+GOLDEN_DIR = Path(os.environ.get("SAMAUDIO_GOLDEN", ROOT.parent / "shared" / "golden" / "public"))
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def golden_dir() -> Path:
+    if not (GOLDEN_DIR / "config.json").exists():
+        pytest.fail(f"golden case folder {GOLDEN_DIR} has no config.json: set SAMAUDIO_GOLDEN")
+    return GOLDEN_DIR
+
+
+@pytest.fixture(scope="session")
+def golden(golden_dir):
+    """`golden("codec")` -> (tensors dict, meta dict) of `<case>/codec.safetensors`."""
+    from safetensors import safe_open
+
+    cache: dict[str, tuple[dict, dict]] = {}
+
+    def load(name: str):
+        if name not in cache:
+            with safe_open(str(golden_dir / f"{name}.safetensors"), framework="pt") as f:
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+                meta = json.loads((f.metadata() or {}).get("meta", "{}"))
+            cache[name] = (tensors, meta)
+        return cache[name]
+
+    return load
+
+
+@pytest.fixture(scope="session")
+def golden_keys(golden_dir) -> list[tuple[str, list[int], str]]:
+    """`keys.txt`: (name, shape, dtype) in state_dict order."""
+    rows = []
+    for line in (golden_dir / "keys.txt").read_text().splitlines():
+        if line.strip():
+            name, shape, dtype = line.split("\t")
+            rows.append((name, json.loads(shape), dtype))
+    return rows
