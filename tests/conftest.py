@@ -49,3 +49,18 @@ def golden_keys(golden_dir) -> list[tuple[str, list[int], str]]:
             name, shape, dtype = line.split("\t")
             rows.append((name, json.loads(shape), dtype))
     return rows
+
+
+@pytest.fixture(scope="session")
+def golden_model(golden_dir):
+    """The golden tiny model, loaded once per session. Read-only: tests must not change its weights or mode."""
+    from samaudio import SAMAudio
+
+    return SAMAudio.from_pretrained(golden_dir)
+
+
+@pytest.fixture(scope="session")
+def golden_processor(golden_dir):
+    from samaudio import SAMAudioProcessor
+
+    return SAMAudioProcessor.from_pretrained(golden_dir)

@@ -16,6 +16,8 @@ from typing import Any
 
 from samaudio.errors import ConfigError
 
+PRESETS_DIR = Path(__file__).resolve().parents[1] / "presets"
+
 
 def _build(cls: type, fields: dict[str, Any] | None, where: str):
     """`cls(**fields)` that names an unknown key instead of raising a bare TypeError."""
@@ -170,3 +172,31 @@ class SAMAudioConfig:
     @property
     def sample_rate(self) -> int:
         return self.audio_codec.sample_rate
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named model size: data from `samaudio/presets/<name>.json`, never a code path."""
+
+    name: str
+    hub_id: str | None  # where the real weights live (gated); None for our own demo sizes
+    vision: bool  # a -tv model, tuned for visual prompting
+    notes: str
+    unknown: dict  # "field.path" -> [value used, why it is not known]: sizes the public record does not give
+    config: dict  # SAMAudioConfig kwargs that differ from the defaults
+
+    def build_config(self) -> SAMAudioConfig:
+        return SAMAudioConfig.from_dict(self.config)
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.json"))
+
+
+def get_preset(name: str) -> Preset:
+    """The preset `name` (e.g. "sam-audio-small", "demo-tiny"); a hub id like "facebook/sam-audio-small" works too."""
+    stem = name.split("/")[-1]
+    path = PRESETS_DIR / f"{stem}.json"
+    if not path.is_file():
+        raise ConfigError(f"no preset {name!r}; presets: {', '.join(preset_names())}")
+    return Preset(**json.loads(path.read_text()))

@@ -1,0 +1,91 @@
+"""Where checkpoints come from: one resolver for a local folder or a Hugging Face hub id.
+
+Official repos (`facebook/sam-audio-small`, `-base`, `-large` and the `-tv` variants) hold `config.json` and a
+plain `torch.save` state_dict `checkpoint.pt` without the text encoder. Our own folders hold `config.json` and
+`model.safetensors` (written by `SAMAudio.save_pretrained`), optionally with the T5 in a subfolder.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from samaudio.errors import CheckpointError, ModelUnavailableError
+
+logger = logging.getLogger(__name__)
+
+CONFIG_NAME = "config.json"
+WEIGHT_NAMES = ("model.safetensors", "checkpoint.pt")  # ours first, then the official format
+
+
+def _access_help(repo_id: str) -> str:
+    return (
+        f"{repo_id} is a gated Hugging Face repo: request access on its model page, run `hf auth login` (or set "
+        f"HF_TOKEN), and download it once while online (unset HF_HUB_OFFLINE), or pass a local folder holding "
+        f"config.json and checkpoint.pt / model.safetensors"
+    )
+
+
+def resolve_folder(
+    name_or_path: str | os.PathLike,
+    *,
+    revision: str | None = None,
+    config_only: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+    token: str | None = None,
+) -> Path:
+    """A local folder as is; otherwise a snapshot of the hub repo (its config, and weights unless config_only)."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        if not (path / CONFIG_NAME).is_file():
+            raise CheckpointError(f"{path} is a folder but holds no {CONFIG_NAME}")
+        return path
+    repo_id = str(name_or_path)
+    if path.exists() or repo_id.startswith((".", "/", "~")) or repo_id.count("/") > 1:
+        raise ModelUnavailableError(f"no model folder at {repo_id}: expected a folder holding {CONFIG_NAME}")
+
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    patterns = [CONFIG_NAME] if config_only else [CONFIG_NAME, *WEIGHT_NAMES]
+    try:
+        return Path(
+            snapshot_download(
+                repo_id=repo_id, revision=revision, allow_patterns=patterns, cache_dir=cache_dir, token=token
+            )
+        )
+    except LocalEntryNotFoundError as e:
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
+        why = "HF_HUB_OFFLINE is set and it is not in the local cache" if offline else "it cannot be reached"
+        raise ModelUnavailableError(f"cannot load {repo_id}: {why}. {_access_help(repo_id)}") from e
+    except GatedRepoError as e:
+        raise ModelUnavailableError(f"access to {repo_id} is not granted. {_access_help(repo_id)}") from e
+    except RepositoryNotFoundError as e:
+        raise ModelUnavailableError(f"no hub repo {repo_id} (or no access to it). {_access_help(repo_id)}") from e
+    except HfHubHTTPError as e:
+        raise ModelUnavailableError(f"cannot download {repo_id}: {e}. {_access_help(repo_id)}") from e
+
+
+def load_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """The state_dict in `folder`: `model.safetensors` if present, else the official `checkpoint.pt`."""
+    for name in WEIGHT_NAMES:
+        file = folder / name
+        if not file.is_file():
+            continue
+        try:
+            if name.endswith(".safetensors"):
+                from safetensors.torch import load_file
+
+                return load_file(str(file))
+            state = torch.load(file, map_location="cpu", weights_only=True)
+        except Exception as e:  # corrupt or truncated files raise many different types
+            raise CheckpointError(f"cannot read checkpoint {file}: {type(e).__name__}: {e}") from e
+        if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+            state = state["model"]  # some trainers nest the weights one level down
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise CheckpointError(f"{file} does not hold a state_dict (a mapping of names to tensors)")
+        return state
+    raise CheckpointError(f"{folder} holds no weights: expected one of {', '.join(WEIGHT_NAMES)}")

@@ -1,0 +1,304 @@
+"""SAMAudio: the separator that assembles codec, text encoder and DiT, and samples stems by flow matching.
+
+Legend: B batch items, T latent frames (25 per second), C codec latent channels (`codebook_dim`),
+D transformer dim, Dt text feature dim, Dv vision feature dim, S text tokens, A anchor slots,
+L samples at 48 kHz.
+
+One vector-field evaluation (`forward`):
+    x = proj([noisy, zeros, audio_features])          (B, T, 6C) -> (B, T, D)
+    x = align_masked_video(x, video) ; x = embed_anchors(x, ids, alignment)
+    memory = memory_proj(text) + sinusoid(t)          (B, S, D)
+    v = transformer(x, t, memory)                     (B, T, 2C): target and residual velocities
+`separate()` integrates v from noise (t=0) to latents (t=1) with torchdiffeq and decodes both halves.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from torchdiffeq import odeint
+
+from samaudio.errors import CheckpointError, ConfigError, InvalidRequestError
+from samaudio.model.align import AlignModalities, EmbedAnchors, SinusoidalEmbedding
+from samaudio.model.codec import DACVAE
+from samaudio.model.config import SAMAudioConfig
+from samaudio.model.hub import CONFIG_NAME, load_weights, resolve_folder
+from samaudio.model.text_encoder import T5TextEncoder
+from samaudio.model.transformer import DiT
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_ODE_OPT: dict[str, Any] = {"method": "midpoint", "options": {"step_size": 2 / 32}}
+
+# Real checkpoints leave these out: each part loads its own weights (the official load_state_dict skips them).
+OPTIONAL_PREFIXES = ("text_encoder.", "visual_ranker.", "text_ranker.", "span_predictor.")
+# Built only on request; until then their weights are set aside.
+VISION_PREFIX = "vision_encoder."
+
+
+@dataclass
+class SeparationResult:
+    target: list[torch.Tensor]  # B waveforms (sizes_i * hop,) at 48 kHz: the sound described
+    residual: list[torch.Tensor]  # B waveforms (sizes_i * hop,): everything else
+    noise: torch.Tensor  # (B, T, 2C) the ODE's starting point, to replay a run
+    nfe: int = 0  # vector-field evaluations the solver made
+
+
+class SAMAudio(nn.Module):
+    def __init__(self, config: SAMAudioConfig, *, text_encoder: T5TextEncoder):
+        super().__init__()
+        self.config = config
+        D = config.transformer.dim
+        # attribute order = official state_dict order
+        self.audio_codec = DACVAE(config.audio_codec)
+        self.text_encoder = text_encoder
+        self.vision_encoder = None  # visual prompting is not built yet (see VISION_PREFIX)
+        self.transformer = DiT(config.transformer)
+        self.proj = nn.Linear(config.in_channels, D)
+        self.align_masked_video = AlignModalities(config.vision_encoder.dim, D)
+        self.embed_anchors = EmbedAnchors(config.num_anchors, config.anchor_embedding_dim, D)
+        self.memory_proj = nn.Linear(config.text_encoder.dim, D)
+        self.timestep_emb = SinusoidalEmbedding(D)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.audio_codec.sample_rate
+
+    @property
+    def hop_length(self) -> int:
+        return self.audio_codec.hop_length
+
+    @property
+    def device(self) -> torch.device:
+        return self.proj.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.proj.weight.dtype
+
+    # ------------------------------------------------------------------ one vector-field evaluation
+
+    def forward(
+        self,
+        noisy_audio: torch.Tensor,
+        audio_features: torch.Tensor,
+        text_features: torch.Tensor | None,
+        time: torch.Tensor,
+        masked_video_features: torch.Tensor | None = None,
+        text_mask: torch.Tensor | None = None,
+        anchor_ids: torch.Tensor | None = None,
+        anchor_alignment: torch.Tensor | None = None,
+        audio_pad_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        # the middle 2C columns of proj see zeros at inference (a training-time slot); they are still loaded
+        x = torch.cat([noisy_audio, torch.zeros_like(audio_features), audio_features], dim=-1)  # (B, T, 6C)
+        x = self.proj(x)  # (B, T, D)
+        x = self.align_masked_video(x, masked_video_features)
+        x = self.embed_anchors(x, anchor_ids, anchor_alignment)
+        te = self.timestep_emb(time).unsqueeze(1)  # (B, 1, D)
+        memory = te if text_features is None else self.memory_proj(text_features) + te  # (B, S, D)
+        return self.transformer(
+            x, time, padding_mask=audio_pad_mask, memory=memory, memory_padding_mask=text_mask
+        )  # (B, T, 2C)
+
+    # ------------------------------------------------------------------ conditioning, computed once per call
+
+    def encode_text(self, descriptions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """T5 features (B, S, Dt) in the model's dtype and the token mask (B, S) bool."""
+        features, mask = self.text_encoder(descriptions)
+        return features.to(self.dtype), mask
+
+    def _get_forward_args(self, batch, text_features=None) -> dict[str, torch.Tensor]:
+        device, dtype = self.device, self.dtype
+        z = self.audio_codec(batch.audios.to(device, dtype)).transpose(1, 2)  # (B, T, C)
+        B, T, _ = z.shape
+        if text_features is None:
+            text, text_mask = self.encode_text(list(batch.descriptions))
+        else:
+            text, text_mask = text_features
+            if text.shape[0] != B or text_mask.shape[:2] != text.shape[:2]:
+                raise InvalidRequestError(
+                    f"text_features hold {text.shape[0]} rows with mask {tuple(text_mask.shape)} for a batch of "
+                    f"{B}: give one (features, mask) row per item, as encode_text returns"
+                )
+        return dict(
+            audio_features=torch.cat([z, z], dim=-1),  # (B, T, 2C): the latent twice
+            text_features=text.to(device, dtype),
+            text_mask=text_mask.to(device),
+            # official: zeros, not None, when there is no video (so the conv bias term is added)
+            masked_video_features=torch.zeros(B, self.config.vision_encoder.dim, T, device=device, dtype=dtype),
+            anchor_ids=batch.anchor_ids.to(device),
+            anchor_alignment=batch.anchor_alignment.to(device),
+            audio_pad_mask=batch.audio_pad_mask.to(device),
+        )
+
+    # ------------------------------------------------------------------ sampling
+
+    @torch.inference_mode()
+    def separate(
+        self,
+        batch,
+        noise: torch.Tensor | None = None,
+        ode_opt: dict[str, Any] | None = None,
+        reranking_candidates: int = 1,
+        predict_spans: bool = False,
+        watermark_message: torch.Tensor | None = None,
+        text_features: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> SeparationResult:
+        """Separate each item of a processor `Batch` into the described sound and the rest.
+
+        `noise` (B, T, 2C) and `watermark_message` (2B, 16) replay a run exactly; when None they are drawn from
+        the global generators as the official model draws them. `text_features` reuses `encode_text` output.
+        """
+        if reranking_candidates != 1:
+            raise NotImplementedError(
+                f"reranking_candidates={reranking_candidates} needs a ranker (CLAP, ImageBind or the judge model), "
+                "which samaudio does not implement yet; use reranking_candidates=1"
+            )
+        if predict_spans:
+            raise NotImplementedError(
+                "predict_spans needs the PE-A-Frame span predictor, which samaudio does not implement yet; "
+                "pass span anchors explicitly instead"
+            )
+        if getattr(batch, "masked_video", None) is not None:
+            raise NotImplementedError("visual prompting (masked video) is not implemented yet: pass masked_videos=None")
+
+        args = self._get_forward_args(batch, text_features)
+        features = args["audio_features"]
+        B = features.shape[0]
+        if noise is None:
+            noise = torch.randn_like(features)
+        elif noise.shape != features.shape:
+            raise InvalidRequestError(
+                f"noise has shape {tuple(noise.shape)} but this batch needs {tuple(features.shape)} (B, T, 2C)"
+            )
+        noise = noise.to(features.device, features.dtype)
+
+        nfe = 0
+
+        def velocity(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+            nonlocal nfe
+            nfe += 1
+            return self.forward(noisy_audio=x, time=t.expand(B), **args)
+
+        opt = DEFAULT_ODE_OPT if ode_opt is None else ode_opt
+        times = torch.tensor([0.0, 1.0], device=features.device, dtype=torch.float32)
+        states = odeint(velocity, noise, times, method=opt.get("method"), options=opt.get("options"))
+        latents = states[-1]  # (B, T, 2C)
+
+        C = latents.shape[-1] // 2
+        rows = latents.transpose(1, 2).reshape(2 * B, C, -1)  # (2B, C, T): row 2b target, 2b+1 residual
+        wavs = self.audio_codec.decode(rows, message=watermark_message)  # (2B, 1, T * hop)
+        wavs = wavs.view(B, 2, -1)
+        lengths = self.audio_codec.feature_idx_to_wav_idx(batch.sizes).tolist()  # cut to the padded length
+        return SeparationResult(
+            target=[wavs[b, 0, : lengths[b]] for b in range(B)],
+            residual=[wavs[b, 1, : lengths[b]] for b in range(B)],
+            noise=noise,
+            nfe=nfe,
+        )
+
+    # ------------------------------------------------------------------ building and loading
+
+    @classmethod
+    def from_config(
+        cls, config: SAMAudioConfig | dict, *, root: str | os.PathLike | None = None, random_text_encoder: bool = False
+    ) -> "SAMAudio":
+        """A model with random weights (eval mode). The T5 is loaded by name unless `random_text_encoder`."""
+        if isinstance(config, dict):
+            config = SAMAudioConfig.from_dict(config)
+        if random_text_encoder:
+            text_encoder = T5TextEncoder.random(config.text_encoder)
+        else:
+            text_encoder = T5TextEncoder.from_config(config.text_encoder, root=root)
+        return cls(config, text_encoder=text_encoder).eval()
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike,
+        revision: str | None = None,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | str | None = None,
+        *,
+        vision: bool = False,
+        cache_dir: str | os.PathLike | None = None,
+        token: str | None = None,
+        **config_overrides: Any,
+    ) -> "SAMAudio":
+        """Load an official hub repo (`facebook/sam-audio-small` ...) or a local folder, in eval mode.
+
+        Only what is asked for is built: the vision encoder, rankers and span predictor are skipped (their
+        weights set aside), which keeps memory at the DiT + codec + T5. Top-level config keys can be
+        overridden as keywords, as in the official loader (e.g. `text_encoder={"name": "/models/t5-base"}`).
+        """
+        if vision:
+            raise NotImplementedError("visual prompting (the PE vision encoder) is not implemented yet")
+        folder = resolve_folder(name_or_path, revision=revision, cache_dir=cache_dir, token=token)
+        fields = json.loads((folder / CONFIG_NAME).read_text())
+        for key, value in config_overrides.items():
+            if key not in fields and key not in SAMAudioConfig.__dataclass_fields__:
+                raise ConfigError(f"unknown config override {key!r}")
+            fields[key] = value
+        config = SAMAudioConfig.from_dict(fields)
+        model = cls(config, text_encoder=T5TextEncoder.from_config(config.text_encoder, root=folder))
+        model.load_checkpoint(load_weights(folder))
+        model.eval()  # the official loader leaves dropout (0.1) live
+        if isinstance(dtype, str):
+            dtype = getattr(torch, dtype)
+        return model.to(device=device, dtype=dtype)
+
+    def load_checkpoint(self, state: dict[str, torch.Tensor]) -> None:
+        """Load a state_dict with an explicit, checked key map: every problem is named before anything loads."""
+        vision = [k for k in state if k.startswith(VISION_PREFIX)]
+        if vision and self.vision_encoder is None:
+            logger.info("setting aside %d vision_encoder weights (visual prompting not requested)", len(vision))
+            state = {k: v for k, v in state.items() if not k.startswith(VISION_PREFIX)}
+        expected = self.state_dict()
+        missing = [k for k in expected if k not in state and not k.startswith(OPTIONAL_PREFIXES)]
+        unexpected = [k for k in state if k not in expected]
+        wrong = [
+            f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+            for k in expected
+            if k in state and state[k].shape != expected[k].shape
+        ]
+        problems = []
+        if missing:
+            problems.append(f"{len(missing)} missing key(s), first {', '.join(missing[:5])}")
+        if unexpected:
+            problems.append(f"{len(unexpected)} unexpected key(s), first {', '.join(unexpected[:5])}")
+        if wrong:
+            problems.append(f"{len(wrong)} shape mismatch(es), first {'; '.join(wrong[:3])}")
+        if problems:
+            raise CheckpointError(
+                "checkpoint does not fit this config: " + " | ".join(problems) + ". Is config.json the one saved "
+                "with these weights?"
+            )
+        result = self.load_state_dict(state, strict=False)
+        assert not result.unexpected_keys, result.unexpected_keys
+
+    def save_pretrained(self, folder: str | os.PathLike) -> Path:
+        """Write `config.json`, `model.safetensors` and the T5 (folder `t5/`), loadable offline by from_pretrained."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        fields = self.config.to_dict()
+        fields["text_encoder"]["name"] = "t5"  # the folder beside config.json, as in text_encoder.py's resolver
+        self.text_encoder.save_pretrained(folder / "t5")
+        (folder / CONFIG_NAME).write_text(json.dumps(fields, indent=2))
+        # safetensors refuses tensors that share memory (T5's tied embeddings): store each as its own copy
+        tensors, seen = {}, set()
+        for key, value in self.state_dict().items():
+            ptr = value.data_ptr()
+            tensors[key] = value.detach().clone().contiguous() if ptr in seen else value.detach().contiguous()
+            seen.add(ptr)
+        save_file(tensors, str(folder / "model.safetensors"))
+        return folder
