@@ -32,6 +32,7 @@ from samaudio.model.config import SAMAudioConfig
 from samaudio.model.hub import CONFIG_NAME, load_weights, resolve_folder
 from samaudio.model.text_encoder import T5TextEncoder
 from samaudio.model.transformer import DiT
+from samaudio.model.vision_encoder import PerceptionEncoder, resolve_pe_config
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +40,8 @@ DEFAULT_ODE_OPT: dict[str, Any] = {"method": "midpoint", "options": {"step_size"
 
 # Real checkpoints leave these out: each part loads its own weights (the official load_state_dict skips them).
 OPTIONAL_PREFIXES = ("text_encoder.", "visual_ranker.", "text_ranker.", "span_predictor.")
-# Built only on request; until then their weights are set aside.
+# Built only on request (visual prompting); otherwise its weights are set aside. The -tv models' PE tower is
+# 2.7 GB in float32, the official loader's top cause of out-of-memory reports.
 VISION_PREFIX = "vision_encoder."
 
 
@@ -52,14 +54,16 @@ class SeparationResult:
 
 
 class SAMAudio(nn.Module):
-    def __init__(self, config: SAMAudioConfig, *, text_encoder: T5TextEncoder):
+    def __init__(
+        self, config: SAMAudioConfig, *, text_encoder: T5TextEncoder, vision_encoder: PerceptionEncoder | None = None
+    ):
         super().__init__()
         self.config = config
         D = config.transformer.dim
         # attribute order = official state_dict order
         self.audio_codec = DACVAE(config.audio_codec)
         self.text_encoder = text_encoder
-        self.vision_encoder = None  # visual prompting is not built yet (see VISION_PREFIX)
+        self.vision_encoder = vision_encoder  # None unless visual prompting was asked for
         self.transformer = DiT(config.transformer)
         self.proj = nn.Linear(config.in_channels, D)
         self.align_masked_video = AlignModalities(config.vision_encoder.dim, D)
@@ -128,12 +132,21 @@ class SAMAudio(nn.Module):
                     f"text_features hold {text.shape[0]} rows with mask {tuple(text_mask.shape)} for a batch of "
                     f"{B}: give one (features, mask) row per item, as encode_text returns"
                 )
+        if getattr(batch, "masked_video", None) is None:
+            # official: zeros, not None, when there is no video (so the conv bias term is still added)
+            video = torch.zeros(B, self.config.vision_encoder.dim, T, device=device, dtype=dtype)
+        elif self.vision_encoder is None:
+            raise InvalidRequestError(
+                "this batch has masked videos but the model was loaded without its vision encoder: load it with "
+                "SAMAudio.from_pretrained(..., vision=True)"
+            )
+        else:
+            video = self.vision_encoder(batch.masked_video, length=T).transpose(1, 2).to(dtype)  # (B, Dv, T)
         return dict(
             audio_features=torch.cat([z, z], dim=-1),  # (B, T, 2C): the latent twice
             text_features=text.to(device, dtype),
             text_mask=text_mask.to(device),
-            # official: zeros, not None, when there is no video (so the conv bias term is added)
-            masked_video_features=torch.zeros(B, self.config.vision_encoder.dim, T, device=device, dtype=dtype),
+            masked_video_features=video,
             anchor_ids=batch.anchor_ids.to(device),
             anchor_alignment=batch.anchor_alignment.to(device),
             audio_pad_mask=batch.audio_pad_mask.to(device),
@@ -167,9 +180,6 @@ class SAMAudio(nn.Module):
                 "predict_spans needs the PE-A-Frame span predictor, which samaudio does not implement yet; "
                 "pass span anchors explicitly instead"
             )
-        if getattr(batch, "masked_video", None) is not None:
-            raise NotImplementedError("visual prompting (masked video) is not implemented yet: pass masked_videos=None")
-
         args = self._get_forward_args(batch, text_features)
         features = args["audio_features"]
         B = features.shape[0]
@@ -209,7 +219,13 @@ class SAMAudio(nn.Module):
 
     @classmethod
     def from_config(
-        cls, config: SAMAudioConfig | dict, *, root: str | os.PathLike | None = None, random_text_encoder: bool = False
+        cls,
+        config: SAMAudioConfig | dict,
+        *,
+        root: str | os.PathLike | None = None,
+        random_text_encoder: bool = False,
+        vision: bool = False,
+        pe_config: dict | None = None,
     ) -> "SAMAudio":
         """A model with random weights (eval mode). The T5 is loaded by name unless `random_text_encoder`."""
         if isinstance(config, dict):
@@ -218,7 +234,8 @@ class SAMAudio(nn.Module):
             text_encoder = T5TextEncoder.random(config.text_encoder)
         else:
             text_encoder = T5TextEncoder.from_config(config.text_encoder, root=root)
-        return cls(config, text_encoder=text_encoder).eval()
+        vision_encoder = PerceptionEncoder(config.vision_encoder, pe_config) if vision else None
+        return cls(config, text_encoder=text_encoder, vision_encoder=vision_encoder).eval()
 
     @classmethod
     def from_pretrained(
@@ -229,6 +246,7 @@ class SAMAudio(nn.Module):
         dtype: torch.dtype | str | None = None,
         *,
         vision: bool = False,
+        pe_config: dict | None = None,
         cache_dir: str | os.PathLike | None = None,
         token: str | None = None,
         **config_overrides: Any,
@@ -236,11 +254,11 @@ class SAMAudio(nn.Module):
         """Load an official hub repo (`facebook/sam-audio-small` ...) or a local folder, in eval mode.
 
         Only what is asked for is built: the vision encoder, rankers and span predictor are skipped (their
-        weights set aside), which keeps memory at the DiT + codec + T5. Top-level config keys can be
-        overridden as keywords, as in the official loader (e.g. `text_encoder={"name": "/models/t5-base"}`).
+        weights set aside), which keeps memory at the DiT + codec + T5. `vision=True` builds the PE vision
+        encoder for visual prompting; its sizes come from the registry by `vision_encoder.name`, else from
+        `pe_config`, else from the checkpoint's tensor shapes. Top-level config keys can be overridden as
+        keywords, as in the official loader (e.g. `text_encoder={"name": "/models/t5-base"}`).
         """
-        if vision:
-            raise NotImplementedError("visual prompting (the PE vision encoder) is not implemented yet")
         folder = resolve_folder(name_or_path, revision=revision, cache_dir=cache_dir, token=token)
         fields = json.loads((folder / CONFIG_NAME).read_text())
         for key, value in config_overrides.items():
@@ -248,8 +266,14 @@ class SAMAudio(nn.Module):
                 raise ConfigError(f"unknown config override {key!r}")
             fields[key] = value
         config = SAMAudioConfig.from_dict(fields)
-        model = cls(config, text_encoder=T5TextEncoder.from_config(config.text_encoder, root=folder))
-        model.load_checkpoint(load_weights(folder))
+        state = load_weights(folder)
+        vision_encoder = None
+        if vision:
+            pe = resolve_pe_config(config.vision_encoder.name, pe=pe_config, state=state, prefix=VISION_PREFIX + "model.")
+            vision_encoder = PerceptionEncoder(config.vision_encoder, pe)
+        text_encoder = T5TextEncoder.from_config(config.text_encoder, root=folder)
+        model = cls(config, text_encoder=text_encoder, vision_encoder=vision_encoder)
+        model.load_checkpoint(state)
         model.eval()  # the official loader leaves dropout (0.1) live
         if isinstance(dtype, str):
             dtype = getattr(torch, dtype)
