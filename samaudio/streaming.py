@@ -1,0 +1,859 @@
+"""Streaming separation: audio of any length, rate and channel count, separated in overlapping windows.
+
+`SAMAudio.separate` takes a whole file in one pass: memory and time grow with the file (attention is
+quadratic in frames) and nothing comes back until the end. `StreamingSeparator` takes audio in blocks of
+any size and returns the stems that are final so far, holding only a few windows of state per stream.
+
+    sep = StreamingSeparator(model, processor, "a dog barking", sample_rate=44100, channels=2)
+    for frames in source:                      # (n, channels) float32, any n, 0 too
+        for block in sep.push(frames):         # StemBlock(start, target, residual)
+            sink(block)
+    for block in sep.finish():
+        sink(block)
+
+The pipeline, each stage streaming and each equal to its whole-signal counterpart:
+
+    input (n, ch) at `sample_rate`
+      -> resample to 48 kHz (torchaudio's windowed sinc, its defaults), computed piecewise so that the result
+         equals one `torchaudio.functional.resample` of the whole stream
+      -> windows of `chunk_seconds` every `chunk_seconds - overlap_seconds`, on the model's grid of latent
+         frames (40 ms = 1920 samples) at absolute positions: window k covers frames [k*S, k*S + W)
+      -> each window separated, its channels as batch items, windows batched up to `max_batch` per call
+      -> overlap-add at 48 kHz with raised-cosine cross-fades, weights divided by their sum
+      -> cut to the 48 kHz length of the input, resample back (piecewise again), cut to the input length.
+
+Choices and their reasons:
+
+- **Windows on the latent grid, not on push boundaries.** Window k starts at latent frame k*S whatever the
+  push sizes, so the same input gives the same windows; stitching and model work stay at 48 kHz, where every
+  window edge is a whole number of samples for any input rate (44100, 22050, 11025, and odd ones too).
+  Resampling is done once over the stream (in pieces with enough context to be exact), not per window, so
+  window edges add nothing beyond what resampling itself does.
+- **Shared noise.** The starting noise of latent frame f is drawn from a generator seeded by (seed, f) only,
+  so overlapping windows start from the same noise where they overlap, and the result does not depend on
+  how the input was pushed or which windows were batched together. The watermark message is fixed per
+  stream by the seed for the same reason.
+- **The last window is padded with zeros to the full window length**, always the same way, and all its
+  frames count as valid (no padding mask). Zeros are silence, which is what the model sees after the end of
+  a file in the official batches; they cannot leak invented content into the stems the way reflection could.
+  Full-length windows without masks also make every model call a batch of equal-length, unmasked items, so
+  results do not depend on the batch (GroupNorm and attention see each window alone).
+- **Cross-fades.** Over the overlap, the later window fades in as sin^2 and the earlier one fades out as
+  cos^2 (they sum to one); accumulated weights are divided by their sum, like demucs `apply.py`, so a
+  constant passes unchanged and the first and last windows need no special case.
+- **Text once per stream.** The description is encoded by the model's T5 on the first window and the
+  features are reused by every window (`text_features` of `SAMAudio.separate`).
+- **Anchors** ("+"/"-", start, end in absolute seconds) are mapped to absolute latent frames with the
+  processor's rule (`ceil(t * 48000 / 1920)`), clipped to each window and handed to it in window seconds
+  (half a frame before each edge frame, so the processor's `ceil` finds exactly those frames again).
+  A window that no anchor reaches gets none.
+
+Default window: 10 s chunks overlapping by 2 s. Longer windows give the DiT more context (a sound's
+identity is clearer over seconds; attention cost grows with the square of the window) and need fewer
+seams; longer overlaps hide seams better but cost compute: each frame is separated W / (W - V) times on
+average (1.25x at 10 s / 2 s). Other SAM-Audio chunkers use 10 s with 1 to 3 s cross-fades, or 25 s with
+0.5 s; 10 s / 2 s keeps the first stems within about 10 s of audio for live input, bounds a window's memory,
+and gives a cross-fade long enough (2 s) that two windows that hear a sound slightly differently blend
+without an audible step. A window may not exceed the DiT's position table (10000 frames = 400 s).
+
+Errors: bad arguments raise named errors (`samaudio.errors`) from the constructor or `validate`, before any
+model work. A bad block in `push` (wrong shape or channel count, non-float, non-finite) is rejected whole
+before it changes any state: the separator stays usable. An error from the model or the worker closes the
+stream (later calls raise `StreamClosedError`), as `cancel()` does.
+
+Legend: ch channels, n frames at the input rate, L samples at 48 kHz, W / V / S window / overlap / stride in
+latent frames, H hop (samples per latent frame at 48 kHz), C codec latent channels, S_t text tokens,
+Dt text feature width.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import logging
+import math
+import numbers
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+import torch
+import torchaudio
+
+from samaudio.errors import (
+    CancelledError,
+    InvalidAnchorError,
+    InvalidAudioError,
+    InvalidRequestError,
+    StreamClosedError,
+)
+
+if TYPE_CHECKING:
+    from samaudio.model.model import SAMAudio
+    from samaudio.processor import Batch, SAMAudioProcessor
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "StreamingSeparator",
+    "StemBlock",
+    "WindowJob",
+    "WindowStems",
+    "WindowWorker",
+    "LocalWorker",
+    "WindowPlan",
+    "Progress",
+    "frame_noise",
+    "watermark_bits",
+    "separate_windows",
+    "window_batch",
+]
+
+Anchor = tuple[str, float, float]  # (sign, start_seconds, end_seconds), sign "+" present / "-" absent
+Progress = Callable[[int, int], None]  # on_progress(frames_done, frames_known), both at the input rate
+
+WATERMARK_BITS = 16  # the codec's message length (dacvae NBITS)
+RESAMPLE_WIDTH = 6  # torchaudio's defaults (lowpass_filter_width, rolloff): the margins below depend on them
+RESAMPLE_ROLLOFF = 0.99
+# torchaudio's kernel has (new/g) x (orig/g + 2*width) taps, g = gcd(orig, new): tiny for the usual rates (all
+# multiples of 25 Hz, e.g. 44100 -> 160 x 161) but huge when the rates share few factors (44101 Hz: 16000 x 14714,
+# about 1 GB and slow). Such rates are refused rather than allowed to take a server's memory.
+MAX_RESAMPLE_TAPS = 2**24
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Noise and watermark: functions of the seed and absolute positions only
+
+
+def frame_noise(seed: int, first_frame: int, frames: int, width: int) -> torch.Tensor:
+    """Starting noise of latent frames [first_frame, first_frame + frames): (frames, width) float32.
+
+    Row f is standard normal from a generator seeded by (seed, absolute frame f) alone, so any two windows
+    that share a frame share its noise.
+    """
+    rows = [
+        np.random.Generator(np.random.PCG64(np.random.SeedSequence(_seed_entropy(seed), spawn_key=(0, f))))
+        .standard_normal(width, dtype=np.float32)
+        for f in range(first_frame, first_frame + frames)
+    ]
+    return torch.from_numpy(np.stack(rows)) if rows else torch.zeros(0, width)  # (frames, width)
+
+
+def watermark_bits(seed: int) -> torch.Tensor:
+    """The stream's watermark messages: (2, 16) float bits, row 0 for the target, row 1 for the residual."""
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(_seed_entropy(seed), spawn_key=(1,))))
+    return torch.from_numpy(rng.integers(0, 2, (2, WATERMARK_BITS)).astype(np.float32))  # (2, 16)
+
+
+def _seed_entropy(seed: int) -> int:
+    return int(seed) & (2**64 - 1)  # SeedSequence wants a non-negative integer; negative seeds wrap
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The window plan: where windows sit, how they are weighted
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """Windows of `frames` latent frames every `stride` frames, from frame 0, at the model's rate."""
+
+    frames: int  # W: latent frames per window
+    overlap: int  # V: latent frames shared by neighbouring windows
+    hop: int  # H: samples per latent frame at the model's rate (1920)
+    sample_rate: int  # the model's rate (48000)
+
+    @property
+    def stride(self) -> int:  # S
+        return self.frames - self.overlap
+
+    @property
+    def samples(self) -> int:
+        """Samples per window at the model's rate."""
+        return self.frames * self.hop
+
+    def start(self, k: int) -> int:
+        """First sample of window k at the model's rate."""
+        return k * self.stride * self.hop
+
+    def needed(self, k: int, length: int) -> bool:
+        """Whether window k is needed to cover `length` samples (the first always is, if there are any)."""
+        if k == 0:
+            return length > 0
+        return self.start(k - 1) + self.samples < length
+
+    def count(self, length: int) -> int:
+        """Windows needed to cover `length` samples at the model's rate."""
+        if length <= 0:
+            return 0
+        return 1 + max(0, -(-(length - self.samples) // (self.stride * self.hop)))
+
+    @functools.cached_property
+    def _fade_in(self) -> torch.Tensor:
+        n = self.overlap * self.hop
+        t = (torch.arange(n, dtype=torch.float64) + 0.5) / n
+        return torch.sin(0.5 * math.pi * t).pow(2).float()  # (V*H,) rises from ~0 to ~1; flipped it is cos^2
+
+    def weights(self, k: int) -> torch.Tensor:
+        """Overlap-add weights of window k: (W*H,) in (0, 1]; neighbours' weights sum to one over an overlap."""
+        w = torch.ones(self.samples)
+        n = self.overlap * self.hop
+        if n:
+            if k > 0:
+                w[:n] *= self._fade_in
+            w[-n:] *= self._fade_in.flip(0)
+        return w
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Work units and the worker interface
+
+
+@dataclass
+class WindowJob:
+    """Everything the model needs to separate one window of one stream."""
+
+    audio: torch.Tensor  # (ch, W*H) float32 at 48 kHz, CPU; zero-padded to the full window
+    description: str
+    text_features: torch.Tensor  # (1, S_t, Dt) the stream's encoded description
+    text_mask: torch.Tensor  # (1, S_t) bool, True on tokens
+    anchors: list[Anchor]  # in window seconds; [] when no anchor reaches this window
+    noise: torch.Tensor  # (W, 2C) float32 starting noise, shared by the window's channels
+    watermark_message: torch.Tensor  # (2, 16) float bits: row 0 target, row 1 residual
+    ode_opt: dict[str, Any] | None = None  # torchdiffeq method/options; None = the model's default
+    index: int = 0  # window index in its stream (k), for logs
+    first_frame: int = 0  # absolute latent frame of the window's start
+
+
+@dataclass
+class WindowStems:
+    """The stems of one window at 48 kHz (CPU float32)."""
+
+    target: torch.Tensor  # (ch, W*H) the described sound
+    residual: torch.Tensor  # (ch, W*H) everything else
+    nfe: int = 0  # vector-field evaluations the solver made for this window
+
+
+@runtime_checkable
+class WindowWorker(Protocol):
+    """Runs windows. A pool that batches jobs of several streams on a device implements the same method."""
+
+    def submit(self, jobs: Sequence[WindowJob]) -> concurrent.futures.Future[list[WindowStems]]:
+        """Separate `jobs`; the future resolves to one `WindowStems` per job, in order."""
+        ...
+
+
+def separate_windows(model: "SAMAudio", processor: "SAMAudioProcessor", jobs: Sequence[WindowJob]) -> list[WindowStems]:
+    """Run jobs through `model.separate`, one call per group of jobs with the same length and ODE options.
+
+    Each channel of each job is one batch item; rows of one call are equally long and unmasked, so a job's
+    stems do not depend on which jobs share its call. Jobs of different streams may have different text
+    lengths: features are zero-padded and masked.
+    """
+    out: list[WindowStems | None] = [None] * len(jobs)
+    groups: dict[tuple[int, str], list[int]] = {}
+    for i, job in enumerate(jobs):
+        groups.setdefault((job.audio.shape[-1], repr(job.ode_opt)), []).append(i)
+    for idx in groups.values():
+        for i, stems in zip(idx, _separate_group(model, processor, [jobs[i] for i in idx])):
+            out[i] = stems
+    return out  # type: ignore[return-value]
+
+
+def window_batch(processor: "SAMAudioProcessor", jobs: Sequence[WindowJob]) -> "Batch":
+    """The processor batch of `jobs`: one item per channel of each job, in order, each with its job's anchors."""
+    return processor(
+        descriptions=[job.description for job in jobs for _ in range(job.audio.shape[0])],
+        audios=[job.audio[c : c + 1] for job in jobs for c in range(job.audio.shape[0])],  # B x (1, W*H)
+        anchors=[list(job.anchors) for job in jobs for _ in range(job.audio.shape[0])],
+    )
+
+
+def _separate_group(model: "SAMAudio", processor: "SAMAudioProcessor", jobs: list[WindowJob]) -> list[WindowStems]:
+    channels = [job.audio.shape[0] for job in jobs]
+    batch = window_batch(processor, jobs)
+    S = max(job.text_features.shape[1] for job in jobs)
+    feats, masks = [], []
+    for job, ch in zip(jobs, channels):
+        pad = S - job.text_features.shape[1]
+        f = torch.nn.functional.pad(job.text_features, (0, 0, 0, pad))  # (1, S, Dt)
+        m = torch.nn.functional.pad(job.text_mask, (0, pad), value=False)  # (1, S)
+        feats.append(f.expand(ch, -1, -1))
+        masks.append(m.expand(ch, -1))
+    noise = torch.cat([job.noise.unsqueeze(0).expand(ch, -1, -1) for job, ch in zip(jobs, channels)])  # (B, W, 2C)
+    # rows 2b, 2b+1 are target and residual of item b: each channel repeats its job's two messages
+    message = torch.cat([job.watermark_message.repeat(ch, 1) for job, ch in zip(jobs, channels)])  # (2B, 16)
+    res = model.separate(
+        batch,
+        noise=noise.to(model.device),
+        ode_opt=jobs[0].ode_opt,
+        watermark_message=message.to(model.device),
+        text_features=(torch.cat(feats).to(model.device), torch.cat(masks).to(model.device)),
+    )
+    out, r = [], 0
+    for ch in channels:
+        target = torch.stack([res.target[r + c] for c in range(ch)]).float().cpu()  # (ch, W*H)
+        residual = torch.stack([res.residual[r + c] for c in range(ch)]).float().cpu()  # (ch, W*H)
+        out.append(WindowStems(target=target, residual=residual, nfe=res.nfe))
+        r += ch
+    return out
+
+
+class LocalWorker:
+    """Runs jobs synchronously in the caller's thread and returns a completed future."""
+
+    def __init__(self, model: "SAMAudio", processor: "SAMAudioProcessor | None" = None):
+        if processor is None:
+            from samaudio.processor import SAMAudioProcessor
+
+            processor = SAMAudioProcessor(model.hop_length, model.sample_rate)
+        self.model = model
+        self.processor = processor
+
+    def submit(self, jobs: Sequence[WindowJob]) -> concurrent.futures.Future[list[WindowStems]]:
+        future: concurrent.futures.Future[list[WindowStems]] = concurrent.futures.Future()
+        try:
+            future.set_result(separate_windows(self.model, self.processor, jobs))
+        except BaseException as e:  # delivered through the future, as a pool's worker thread would
+            future.set_exception(e)
+        return future
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Piecewise resampling, equal to resampling the whole stream at once
+
+
+@functools.lru_cache(maxsize=8)
+def _resampler(orig: int, new: int) -> torchaudio.transforms.Resample:
+    # = torchaudio.functional.resample with its defaults on float32 audio (whose kernel it computes in float32),
+    # the kernel built once and shared read-only by every stream at this pair of rates
+    return torchaudio.transforms.Resample(orig, new, dtype=torch.float32)
+
+
+def _resample_taps(orig: int, new: int) -> int:
+    if orig == new:
+        return 0
+    g = math.gcd(orig, new)
+    return new // g * (orig // g + 2 * _resample_width(orig // g, new // g))
+
+
+def _resample_width(step_in: int, step_out: int) -> int:
+    """torchaudio's one-sided kernel width in input samples, for rates already divided by their gcd."""
+    return math.ceil(RESAMPLE_WIDTH * step_in / (RESAMPLE_ROLLOFF * min(step_in, step_out)))
+
+
+class _StreamResampler:
+    """`torchaudio.functional.resample(whole, orig, new)`, computed as the signal arrives.
+
+    torchaudio's output comes in blocks of `step_out` samples per `step_in` input samples (rates divided by
+    their gcd); block b reads input samples [b*step_in - width, (b+1)*step_in + width) (zeros outside the
+    signal). Block b is final once the input reaches (b+1)*step_in + margin, margin >= width a multiple of
+    step_in; a piece that starts `margin` before the first missing block and ends `margin` after the last
+    final one yields exactly those blocks.
+    """
+
+    def __init__(self, orig: int, new: int, channels: int):
+        g = math.gcd(orig, new)
+        self.orig, self.new = orig, new
+        self.step_in, self.step_out = orig // g, new // g
+        width = _resample_width(self.step_in, self.step_out)
+        self.margin = 0 if orig == new else -(-width // self.step_in) * self.step_in
+        self.n_in = 0  # samples received
+        self.n_out = 0  # samples returned
+        self._blocks = 0  # output blocks returned
+        self._buf = torch.zeros(channels, self.margin)  # (ch, m) input from blocks*step_in - margin on
+        self._finished = False
+
+    @property
+    def held(self) -> int:
+        return self._buf.shape[-1]
+
+    def push(self, x: torch.Tensor) -> torch.Tensor:
+        """(ch, n) more input -> (ch, m) output that no later input can change."""
+        self.n_in += x.shape[-1]
+        if self.orig == self.new:
+            self.n_out += x.shape[-1]
+            return x
+        self._buf = torch.cat([self._buf, x], dim=-1)
+        return self._emit(max(self._blocks, (self.n_in - self.margin) // self.step_in))
+
+    def finish(self) -> torch.Tensor:
+        """The rest of the output, ceil(n_in * new / orig) samples in all, the input taken as zero after its end."""
+        assert not self._finished
+        self._finished = True
+        total = -(-self.n_in * self.step_out // self.step_in)
+        if self.orig == self.new:
+            return self._buf[:, :0]
+        last = -(-self.n_in // self.step_in)  # blocks that touch the signal
+        need = last * self.step_in + self.margin - (self._blocks * self.step_in - self.margin)
+        if self._buf.shape[-1] < need:
+            self._buf = torch.nn.functional.pad(self._buf, (0, need - self._buf.shape[-1]))
+        y = self._emit(max(self._blocks, last))
+        keep = y.shape[-1] - (self.n_out - total)
+        self.n_out = total
+        return y[:, :keep]
+
+    def _emit(self, blocks: int) -> torch.Tensor:
+        n = blocks - self._blocks
+        if n <= 0:
+            return self._buf[:, :0]
+        piece = self._buf[:, : n * self.step_in + 2 * self.margin]
+        y = _resampler(self.orig, self.new)(piece)  # (ch, (n*step_in + 2*margin) * step_out / step_in)
+        skip = self.margin // self.step_in * self.step_out
+        y = y[:, skip : skip + n * self.step_out]
+        self._buf = self._buf[:, n * self.step_in :]
+        self._blocks = blocks
+        self.n_out += y.shape[-1]
+        return y
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The stream
+
+
+@dataclass
+class StemBlock:
+    """Final stems of input frames [start, start + frames), at the input rate."""
+
+    start: int  # first frame, at the input rate
+    target: np.ndarray  # (frames, ch) float32
+    residual: np.ndarray  # (frames, ch) float32
+
+    @property
+    def frames(self) -> int:
+        return self.target.shape[0]
+
+
+def _check_anchors(anchors: Any) -> list[Anchor]:
+    if isinstance(anchors, (str, bytes)) or not isinstance(anchors, Sequence):
+        raise InvalidAnchorError(
+            f"anchors must be a list of (sign, start_seconds, end_seconds) triples, got {type(anchors).__name__}"
+        )
+    from samaudio.processor import _check_anchor  # one rule, and one wording, for anchors everywhere
+
+    return [_check_anchor(anchor, f"anchors[{k}]") for k, anchor in enumerate(anchors)]
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+class StreamingSeparator:
+    """One stream: push blocks of frames, get back the stems that are final; `finish()` flushes the rest.
+
+    Counters for summaries: `frames_in`, `frames_out` (input rate), `windows_done`, `nfe` (vector-field
+    evaluations summed over windows). Not thread-safe except `cancel()`, which may come from any thread.
+    """
+
+    def __init__(
+        self,
+        model: "SAMAudio",
+        processor: "SAMAudioProcessor | None",
+        description: str,
+        anchors: Sequence[Anchor] = (),
+        *,
+        sample_rate: int,
+        channels: int,
+        chunk_seconds: float = 10.0,
+        overlap_seconds: float = 2.0,
+        seed: int = 0,
+        ode_opt: dict[str, Any] | None = None,
+        max_batch: int = 4,
+        on_progress: Progress | None = None,
+        worker: WindowWorker | None = None,
+    ):
+        self.plan = self.validate(
+            model,
+            description,
+            anchors,
+            sample_rate=sample_rate,
+            channels=channels,
+            chunk_seconds=chunk_seconds,
+            overlap_seconds=overlap_seconds,
+            seed=seed,
+            ode_opt=ode_opt,
+            max_batch=max_batch,
+        )
+        self.model = model
+        self.description = description
+        self.anchors = _check_anchors(anchors)
+        self.sample_rate = int(sample_rate)
+        self.channels = int(channels)
+        self.seed = int(seed)
+        self.ode_opt = ode_opt
+        self.max_batch = int(max_batch)
+        self.on_progress = on_progress
+        self.worker: WindowWorker = worker if worker is not None else LocalWorker(model, processor)
+
+        plan = self.plan
+        self._width = 2 * model.config.audio_codec.codebook_dim  # 2C noise channels per frame
+        # absolute latent frames of each anchor, by the processor's rule (Python floats, multiply then divide)
+        self._anchor_frames = [
+            (sign, math.ceil(s * plan.sample_rate / plan.hop), math.ceil(e * plan.sample_rate / plan.hop))
+            for sign, s, e in self.anchors
+        ]
+        self._message = watermark_bits(self.seed)  # (2, 16)
+        self._text: tuple[torch.Tensor, torch.Tensor] | None = None  # encoded on the first window
+
+        self._up = _StreamResampler(self.sample_rate, plan.sample_rate, self.channels)
+        self._down = _StreamResampler(plan.sample_rate, self.sample_rate, 2 * self.channels)  # target, residual
+        self._y = torch.zeros(self.channels, 0)  # (ch, L) input at 48 kHz from sample _y_start on
+        self._y_start = 0
+        self._next = 0  # next window to run
+        self._acc = torch.zeros(2 * self.channels, 0)  # (2ch, L) weighted target, residual from _acc_start on
+        self._den = torch.zeros(0)  # (L,) summed weights
+        self._acc_start = 0  # first stitched sample not yet passed on
+
+        self.frames_in = 0
+        self.frames_out = 0  # frames whose stems are final (returned, or returned by this call)
+        self._emitted = 0  # frames handed out in blocks
+        self.windows_done = 0
+        self.nfe = 0
+        self._closed: str | None = None  # why the stream is closed, once it is
+        self._cancelled = threading.Event()
+        self._busy = threading.Lock()  # held while push/finish run
+        self._pending: concurrent.futures.Future | None = None
+
+    # ------------------------------------------------------------------ checks, before any model work
+
+    @staticmethod
+    def validate(
+        model: "SAMAudio",
+        description: str,
+        anchors: Sequence[Anchor] = (),
+        *,
+        sample_rate: int,
+        channels: int,
+        chunk_seconds: float = 10.0,
+        overlap_seconds: float = 2.0,
+        seed: int = 0,
+        ode_opt: dict[str, Any] | None = None,
+        max_batch: int = 4,
+    ) -> WindowPlan:
+        """Check a stream's arguments without model work: named errors with the numbers and the fix.
+
+        Returns the window plan. Times are rounded to whole latent frames (40 ms at 48 kHz).
+        """
+        if not _is_int(sample_rate) or sample_rate <= 0:
+            raise InvalidAudioError(f"sample_rate is {sample_rate!r}: give the input's rate in Hz, a positive integer")
+        sample_rate = int(sample_rate)
+        taps = max(_resample_taps(sample_rate, model.sample_rate), _resample_taps(model.sample_rate, sample_rate))
+        if taps > MAX_RESAMPLE_TAPS:
+            raise InvalidAudioError(
+                f"sample_rate {sample_rate} Hz shares only a factor of {math.gcd(sample_rate, model.sample_rate)} with "
+                f"the model's {model.sample_rate} Hz: resampling would need a {taps}-tap kernel (at most "
+                f"{MAX_RESAMPLE_TAPS}); resample the input to a standard rate such as 44100 or 48000 Hz first"
+            )
+        if not _is_int(channels) or channels <= 0:
+            raise InvalidAudioError(f"channels is {channels!r}: give the input's channel count, a positive integer")
+        if not isinstance(description, str):
+            raise InvalidRequestError(f"description is a {type(description).__name__}: give a str")
+        anchors = _check_anchors(anchors)
+        if not description.strip() and not anchors:
+            raise InvalidRequestError(
+                "the description is empty and there are no anchors: describe the sound to separate (e.g. 'a dog "
+                "barking') or mark where it is with anchors"
+            )
+        hop, rate = model.hop_length, model.sample_rate
+        fps = rate / hop  # latent frames per second (25)
+        for name, value in (("chunk_seconds", chunk_seconds), ("overlap_seconds", overlap_seconds)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+                raise InvalidRequestError(f"{name} is {value!r}: give a finite number of seconds")
+        W = round(chunk_seconds * fps)
+        V = round(overlap_seconds * fps)
+        if V < 0:
+            raise InvalidRequestError(f"overlap_seconds is {overlap_seconds}: give 0 or more seconds")
+        if W <= V:
+            raise InvalidRequestError(
+                f"chunk_seconds {chunk_seconds} ({W} frames of {1000 / fps:g} ms) must be longer than overlap_seconds "
+                f"{overlap_seconds} ({V} frames): windows must advance; e.g. chunk 10 s with overlap 2 s"
+            )
+        limit = model.config.transformer.max_positions
+        if W > limit:
+            raise InvalidRequestError(
+                f"chunk_seconds {chunk_seconds} is {W} latent frames but the DiT's position table holds {limit} "
+                f"({limit / fps:g} s): give chunk_seconds <= {limit / fps:g}"
+            )
+        if not _is_int(seed):
+            raise InvalidRequestError(f"seed is {seed!r}: give an integer")
+        if ode_opt is not None and not isinstance(ode_opt, dict):
+            raise InvalidRequestError(
+                f"ode_opt is a {type(ode_opt).__name__}: give None or a dict like "
+                "{'method': 'midpoint', 'options': {'step_size': 0.0625}}"
+            )
+        if not _is_int(max_batch) or max_batch < 1:
+            raise InvalidRequestError(f"max_batch is {max_batch!r}: give a positive number of windows per model call")
+        return WindowPlan(frames=W, overlap=V, hop=hop, sample_rate=rate)
+
+    def check_frames(self, frames: Any) -> np.ndarray:
+        """A pushed block as (n, ch) float32 (a copy when converted), or a named error; changes no state."""
+        arr = frames if isinstance(frames, np.ndarray) else np.asarray(frames)
+        if arr.ndim != 2 or arr.shape[1] != self.channels:
+            raise InvalidAudioError(
+                f"a block of shape {arr.shape} was pushed to a stream of {self.channels} channel(s): give "
+                f"(frames, {self.channels}) arrays, frames interleaved as rows"
+            )
+        if arr.dtype.kind != "f":
+            raise InvalidAudioError(
+                f"a block of dtype {arr.dtype} was pushed: give float samples in [-1, 1], e.g. "
+                "x.astype(np.float32) / 32768 for int16"
+            )
+        arr = arr.astype(np.float32, copy=False)
+        finite = np.isfinite(arr)
+        if not finite.all():
+            bad = int(arr.size - finite.sum())
+            first = int(np.argwhere(~finite)[0, 0])
+            raise InvalidAudioError(
+                f"a block of {arr.shape[0]} frames has {bad} non-finite sample(s) (NaN or inf), the first at frame "
+                f"{self.frames_in + first} of the stream: clean it, e.g. np.nan_to_num(x), and push it again"
+            )
+        return arr
+
+    # ------------------------------------------------------------------ the verbs
+
+    def push(self, frames: np.ndarray) -> list[StemBlock]:
+        """Add (n, ch) float32 frames (n may be 0); returns the stems that became final (0 or 1 block)."""
+        self._check_open()
+        block = self.check_frames(frames)
+        with self._busy:
+            self._check_open()
+            try:
+                pieces = self._slices(block.shape[0])
+                out: list[torch.Tensor] = []
+                for i, (a, b) in enumerate(pieces):
+                    x = torch.from_numpy(np.ascontiguousarray(block[a:b].T))  # (ch, m)
+                    self.frames_in += b - a
+                    self._append_y(self._up.push(x))
+                    out += self._run(final=False, drain=i == len(pieces) - 1)
+                return self._blocks(out, limit=None)
+            except BaseException as e:
+                self._fail(e)
+                raise
+            finally:
+                self._after_call()
+
+    def finish(self) -> list[StemBlock]:
+        """Flush: the remaining stems; afterwards the blocks returned cover every frame pushed, exactly."""
+        self._check_open()
+        with self._busy:
+            self._check_open()
+            try:
+                self._append_y(self._up.finish())
+                out = self._run(final=True, drain=True)
+                blocks = self._blocks(out, limit=self.frames_in)
+                assert self._emitted == self.frames_in, (self._emitted, self.frames_in)
+                self._close("finished")
+                self._progress()
+                return blocks
+            except BaseException as e:
+                self._fail(e)
+                raise
+            finally:
+                self._after_call()
+
+    def cancel(self) -> None:
+        """Stop between windows; a push or finish in progress raises `CancelledError`, later ones
+        `StreamClosedError`. Safe from any thread, idempotent."""
+        self._cancelled.set()
+        pending = self._pending
+        if pending is not None:
+            pending.cancel()  # a pool may drop a job not yet started
+        if self._busy.acquire(blocking=False):
+            try:
+                if self._closed is None:
+                    self._close("cancelled")
+            finally:
+                self._busy.release()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed is not None
+
+    @property
+    def held_samples(self) -> int:
+        """Samples (per channel) held in the stream's buffers: bounded by a few windows, not by the stream."""
+        return self._up.held + self._y.shape[-1] + self._acc.shape[-1] + self._down.held
+
+    # ------------------------------------------------------------------ internals
+
+    def _check_open(self) -> None:
+        why = self._closed or ("cancelled" if self._cancelled.is_set() else None)
+        if why is not None:
+            raise StreamClosedError(f"this stream is {why}: start a new StreamingSeparator")
+
+    def _close(self, why: str) -> None:
+        self._closed = why
+        # free the buffers; the counters stay for summaries
+        self._y = self._acc = torch.zeros(0, 0)
+        self._den = torch.zeros(0)
+        self._up = self._down = _StreamResampler(1, 1, 0)
+        self._text = None
+
+    def _fail(self, e: BaseException) -> None:
+        if isinstance(e, CancelledError) or self._cancelled.is_set():
+            self._close("cancelled")
+        else:
+            logger.warning("closing stream after %s: %s", type(e).__name__, e)
+            self._close(f"closed after an error ({type(e).__name__})")
+
+    def _after_call(self) -> None:
+        self._pending = None
+        if self._cancelled.is_set() and self._closed is None:
+            self._close("cancelled")
+
+    def _slices(self, n: int) -> list[tuple[int, int]]:
+        """Split a push into pieces of about `max_batch` strides, so buffers stay bounded however large it is."""
+        plan = self.plan
+        per = max(1, -(-self.max_batch * plan.stride * plan.hop * self.sample_rate // plan.sample_rate))
+        return [(a, min(n, a + per)) for a in range(0, n, per)] or [(0, 0)]
+
+    def _append_y(self, y: torch.Tensor) -> None:
+        if y.shape[-1]:
+            self._y = torch.cat([self._y, y], dim=-1)
+
+    def _run(self, *, final: bool, drain: bool) -> list[torch.Tensor]:
+        """Separate the windows that can run now, stitch them, and return newly final output pieces (2ch, m)."""
+        plan, out = self.plan, []
+        y_end = self._y_start + self._y.shape[-1]
+        length = self._up.n_out  # 48 kHz samples known so far (all of them once final)
+        while True:
+            ready, k = [], self._next
+            while len(ready) < self.max_batch and (
+                plan.needed(k, length) if final else plan.start(k) + plan.samples <= y_end
+            ):
+                ready.append(k)
+                k += 1
+            if not ready or (not final and not drain and len(ready) < self.max_batch):
+                break  # nothing to do, or wait for a full batch while a large push goes on
+            if self._cancelled.is_set():
+                raise CancelledError(f"stream cancelled before window {ready[0]}")
+            stems = self._separate(ready)
+            for k, s in zip(ready, stems):
+                self._stitch(k, s)
+            self._next = ready[-1] + 1
+            # stitched samples are final up to where the next window starts (or the end, once known)
+            done = min(plan.start(self._next), length) if final else plan.start(self._next)
+            out.append(self._down.push(self._take(done)))
+            self._drop_y(plan.start(self._next))
+            self.frames_out = min(self._down.n_out, self.frames_in)
+            self._progress()
+        if final:
+            if self._acc_start < length:
+                out.append(self._down.push(self._take(length)))
+            out.append(self._down.finish())
+            self.frames_out = self.frames_in
+        return out
+
+    def _separate(self, ks: list[int]) -> list[WindowStems]:
+        jobs = [self._job(k) for k in ks]
+        future = self.worker.submit(jobs)
+        self._pending = future
+        if self._cancelled.is_set():  # cancel() may have looked for a pending future just before it was set
+            future.cancel()
+        try:
+            stems = future.result()
+        except concurrent.futures.CancelledError as e:
+            raise CancelledError(f"stream cancelled while windows {ks[0]}..{ks[-1]} were pending") from e
+        finally:
+            self._pending = None
+        if len(stems) != len(jobs):
+            raise RuntimeError(f"worker returned {len(stems)} results for {len(jobs)} jobs")
+        self.windows_done += len(jobs)
+        self.nfe += sum(s.nfe for s in stems)
+        logger.debug("windows %d..%d separated (%d in one call)", ks[0], ks[-1], len(ks))
+        return stems
+
+    def _job(self, k: int) -> WindowJob:
+        plan = self.plan
+        a = plan.start(k) - self._y_start
+        assert a >= 0, (k, plan.start(k), self._y_start)
+        audio = self._y[:, a : a + plan.samples]
+        if audio.shape[-1] < plan.samples:  # the last window: zeros to the full length, always the same way
+            audio = torch.nn.functional.pad(audio, (0, plan.samples - audio.shape[-1]))
+        audio = audio.clone()  # (ch, W*H)
+        if self._text is None:
+            with torch.inference_mode():
+                self._text = self.model.encode_text([self.description])
+        f0 = k * plan.stride
+        return WindowJob(
+            audio=audio,
+            description=self.description,
+            text_features=self._text[0],
+            text_mask=self._text[1],
+            anchors=self._window_anchors(f0),
+            noise=frame_noise(self.seed, f0, plan.frames, self._width),  # (W, 2C)
+            watermark_message=self._message,
+            ode_opt=self.ode_opt,
+            index=k,
+            first_frame=f0,
+        )
+
+    def _window_anchors(self, f0: int) -> list[Anchor]:
+        """Anchors clipped to frames [f0, f0 + W), in window seconds that the processor maps back to those frames."""
+        plan = self.plan
+        out = []
+        for sign, s, e in self._anchor_frames:
+            s, e = max(s - f0, 0), min(e - f0, plan.frames)
+            if s < e:
+                out.append((sign, _frame_seconds(s, plan), _frame_seconds(e, plan)))
+        return out
+
+    def _stitch(self, k: int, stems: WindowStems) -> None:
+        plan = self.plan
+        a = plan.start(k) - self._acc_start
+        assert a >= 0, (k, a)
+        end = a + plan.samples
+        if self._acc.shape[-1] < end:
+            grow = end - self._acc.shape[-1]
+            self._acc = torch.nn.functional.pad(self._acc, (0, grow))
+            self._den = torch.nn.functional.pad(self._den, (0, grow))
+        w = plan.weights(k)  # (W*H,)
+        both = torch.cat([stems.target, stems.residual]).float()  # (2ch, W*H)
+        if both.shape != (2 * self.channels, plan.samples):
+            raise RuntimeError(f"worker returned stems of shape {tuple(both.shape)} for window {k}")
+        self._acc[:, a:end] += both * w
+        self._den[a:end] += w
+
+    def _take(self, upto: int) -> torch.Tensor:
+        """Stitched stems from _acc_start to 48 kHz sample `upto`, which no later window touches: (2ch, m)."""
+        n = upto - self._acc_start
+        z = self._acc[:, :n] / self._den[:n]
+        self._acc, self._den = self._acc[:, n:], self._den[n:]
+        self._acc_start = upto
+        return z
+
+    def _drop_y(self, upto: int) -> None:
+        n = min(max(0, upto - self._y_start), self._y.shape[-1])
+        self._y = self._y[:, n:]
+        self._y_start += n
+
+    def _blocks(self, pieces: list[torch.Tensor], limit: int | None) -> list[StemBlock]:
+        """Join output pieces (2ch, m) into one StemBlock; `limit` cuts at the stream's length when finishing."""
+        pieces = [p for p in pieces if p.shape[-1]]
+        if not pieces:
+            return []
+        z = torch.cat(pieces, dim=-1)  # (2ch, m)
+        start = self._emitted
+        if limit is not None:
+            z = z[:, : max(0, limit - start)]
+        if not z.shape[-1]:
+            return []
+        self._emitted = start + z.shape[-1]
+        ch = self.channels
+        arr = z.numpy().T  # (m, 2ch)
+        return [
+            StemBlock(
+                start=start,
+                target=np.ascontiguousarray(arr[:, :ch], dtype=np.float32),
+                residual=np.ascontiguousarray(arr[:, ch:], dtype=np.float32),
+            )
+        ]
+
+    def _progress(self) -> None:
+        if self.on_progress is not None:
+            self.on_progress(min(self.frames_out, self.frames_in), self.frames_in)
+
+
+def _frame_seconds(j: int, plan: WindowPlan) -> float:
+    """A time whose frame by the processor's rule, ceil(t * sr / hop), is exactly j (half a frame before it)."""
+    return 0.0 if j == 0 else (j - 0.5) * plan.hop / plan.sample_rate
