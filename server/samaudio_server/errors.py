@@ -1,0 +1,82 @@
+"""Every error a stream can end with, mapped to its gRPC status code in ONE table.
+
+Library errors come from `samaudio.errors`; the conditions only a server has (request order, limits, draining,
+tokens) are the classes below. Codes keep the meanings of googleapis `google/rpc/code.proto`:
+INVALID_ARGUMENT the request is wrong whatever the server's state; FAILED_PRECONDITION the server is in no state
+to run it; RESOURCE_EXHAUSTED a limit was hit; UNAVAILABLE retry later or elsewhere; UNAUTHENTICATED no or a
+wrong token.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+
+import grpc
+
+from samaudio.errors import (
+    CancelledError,
+    CheckpointError,
+    ConfigError,
+    InvalidAnchorError,
+    InvalidAudioError,
+    InvalidRequestError,
+    ModelUnavailableError,
+    SAMAudioError,
+    StreamClosedError,
+)
+
+
+class ServerError(SAMAudioError):
+    """A condition only the server has: the request stream's order, its limits, its state, its tokens."""
+
+
+class ProtocolError(ServerError):
+    """Requests out of order: no config first, a second config, audio that is not a whole number of frames."""
+
+
+class TooManyStreamsError(ServerError):
+    """The server already runs `--max-streams` streams."""
+
+
+class StreamTooLongError(ServerError):
+    """A stream sent more than `--max-seconds` of audio."""
+
+
+class DrainingError(ServerError):
+    """The server is shutting down: it finishes the streams it has and takes no new ones."""
+
+
+class WorkerClosedError(ServerError):
+    """The device worker was shut down (the server is stopping) before a window could run."""
+
+
+class UnauthenticatedError(ServerError):
+    """The server needs `authorization: Bearer <token>` metadata and got none or a wrong one."""
+
+
+# The one table. Looked up along the exception's MRO, so a subclass inherits its parent's code.
+STATUS_CODES: dict[type[BaseException], grpc.StatusCode] = {
+    ProtocolError: grpc.StatusCode.INVALID_ARGUMENT,
+    InvalidAudioError: grpc.StatusCode.INVALID_ARGUMENT,  # rate, channels, non-finite samples
+    InvalidAnchorError: grpc.StatusCode.INVALID_ARGUMENT,
+    InvalidRequestError: grpc.StatusCode.INVALID_ARGUMENT,  # empty description, chunk <= overlap, unknown model
+    ConfigError: grpc.StatusCode.INVALID_ARGUMENT,
+    TooManyStreamsError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    StreamTooLongError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    DrainingError: grpc.StatusCode.UNAVAILABLE,
+    WorkerClosedError: grpc.StatusCode.UNAVAILABLE,
+    UnauthenticatedError: grpc.StatusCode.UNAUTHENTICATED,
+    CheckpointError: grpc.StatusCode.FAILED_PRECONDITION,
+    ModelUnavailableError: grpc.StatusCode.FAILED_PRECONDITION,
+    StreamClosedError: grpc.StatusCode.FAILED_PRECONDITION,
+    CancelledError: grpc.StatusCode.CANCELLED,  # the client went away; the status only reaches logs
+    concurrent.futures.CancelledError: grpc.StatusCode.CANCELLED,
+}
+
+
+def status_code(error: BaseException) -> grpc.StatusCode:
+    """The status code a stream ends with for `error`; INTERNAL for anything not in the table (a bug of ours)."""
+    for cls in type(error).__mro__:
+        if cls in STATUS_CODES:
+            return STATUS_CODES[cls]
+    return grpc.StatusCode.INTERNAL

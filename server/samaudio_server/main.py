@@ -1,0 +1,121 @@
+"""`samaudio-server`: load a model and serve `samaudio.v1.SeparationService` until SIGTERM/SIGINT.
+
+On SIGTERM or SIGINT the server drains: health turns NOT_SERVING, new streams get UNAVAILABLE, running streams
+finish within --grace seconds, then it exits. A second signal stops at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from samaudio_server.servicer import Defaults, Limits
+
+logger = logging.getLogger("samaudio_server")
+
+DEFAULT_MODEL = "facebook/sam-audio-small"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="samaudio-server", description="Serve SAM-Audio separation over gRPC.")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="hub id or local folder (default: %(default)s)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s; 0.0.0.0 for all)")
+    p.add_argument("--port", type=int, default=50051, help="port to bind, 0 for any free one (default: %(default)s)")
+    p.add_argument("--device", default=None, help="torch device, e.g. cuda, cuda:1, cpu (default: cuda if available)")
+    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="model dtype")
+    p.add_argument("--max-streams", type=int, default=Limits.max_streams, help="streams at once (default: %(default)s)")
+    p.add_argument(
+        "--max-seconds",
+        type=float,
+        default=Limits.max_stream_seconds,
+        help="longest stream in seconds of audio, 0 for no limit (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-batch", type=int, default=4, help="windows per model call, across streams (default: %(default)s)"
+    )
+    p.add_argument("--chunk-seconds", type=float, default=Defaults.chunk_seconds, help="default window length")
+    p.add_argument("--overlap-seconds", type=float, default=Defaults.overlap_seconds, help="default window overlap")
+    p.add_argument(
+        "--token",
+        default=os.environ.get("SAMAUDIO_TOKEN"),
+        help="require 'authorization: Bearer TOKEN' (default: $SAMAUDIO_TOKEN)",
+    )
+    p.add_argument("--tls-cert", type=Path, help="PEM certificate chain; with --tls-key serves TLS")
+    p.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
+    p.add_argument("--grace", type=float, default=30.0, help="seconds running streams get to finish on shutdown")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return p
+
+
+def _model_name(model: str) -> str:
+    """The name clients see: a hub id as is, a folder by its last part (server paths stay private)."""
+    path = Path(model).expanduser()
+    return path.resolve().name if path.is_dir() else model
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if (args.tls_cert is None) != (args.tls_key is None):
+        sys.exit("samaudio-server: --tls-cert and --tls-key go together: give both for TLS, or neither")
+    tls = [p.read_bytes() for p in (args.tls_cert, args.tls_key)] if args.tls_cert else [None, None]
+
+    import torch
+
+    from samaudio import SAMAudio, SAMAudioProcessor
+    from samaudio.errors import SAMAudioError
+    from samaudio_server.server import create_server
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    logger.info("loading %s on %s", args.model, device)
+    try:
+        model = SAMAudio.from_pretrained(args.model, device=device, dtype=args.dtype)
+        processor = SAMAudioProcessor.from_pretrained(args.model)
+    except SAMAudioError as e:
+        sys.exit(
+            f"samaudio-server: {e}\n--model takes a local folder (config.json + weights) or a hub id you can download."
+        )
+
+    server, port = create_server(
+        f"{args.host}:{args.port}",
+        model=model,
+        processor=processor,
+        model_name=_model_name(args.model),
+        limits=Limits(max_streams=args.max_streams, max_stream_seconds=args.max_seconds),
+        defaults=Defaults(chunk_seconds=args.chunk_seconds, overlap_seconds=args.overlap_seconds),
+        max_batch=args.max_batch,
+        token=args.token or None,  # an empty SAMAUDIO_TOKEN means no token
+        tls_cert=tls[0],
+        tls_key=tls[1],
+    )
+    stop = threading.Event()
+    signals_seen: list[int] = []
+
+    def on_signal(signum: int, frame: object) -> None:
+        signals_seen.append(signum)
+        if len(signals_seen) > 1:
+            logger.warning("second signal: stopping now")
+            os._exit(1)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server.start()
+    scheme = "TLS" if args.tls_cert else "plaintext"
+    # tests and scripts read the port from this line
+    logger.info("samaudio-server listening on %s:%d (%s, model %s)", args.host, port, scheme, _model_name(args.model))
+    while not stop.wait(3600):  # wait() in a loop keeps the main thread responsive to signals
+        pass
+    logger.info("signal %s: draining", signal.Signals(signals_seen[0]).name)
+    clean = server.drain(args.grace)
+    logger.info("stopped%s", "" if clean else " (streams cut off after the grace period)")
+    sys.exit(0 if clean else 1)
+
+
+if __name__ == "__main__":
+    main()

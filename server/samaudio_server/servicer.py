@@ -1,0 +1,365 @@
+"""`samaudio.v1.SeparationService`: unpack requests, drive the library's `StreamingSeparator`, pack stem blocks.
+
+No model math here. Each stream runs in a gRPC thread: it reads the config, checks what only a server can
+check (request order, formats, limits), builds a `StreamingSeparator` whose windows go to the shared device
+worker, and turns bytes into (frames, channels) float32 arrays and stem blocks back into bytes. Library errors
+become status codes through `errors.STATUS_CODES`.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import grpc
+import numpy as np
+
+from samaudio.errors import InvalidAnchorError, InvalidAudioError, InvalidRequestError, SAMAudioError
+from samaudio.v1 import separation_pb2 as pb
+from samaudio.v1 import separation_pb2_grpc as pb_grpc
+from samaudio_server.errors import (
+    DrainingError,
+    ProtocolError,
+    StreamTooLongError,
+    TooManyStreamsError,
+    status_code,
+)
+from samaudio_server.worker import StreamWorker
+
+logger = logging.getLogger(__name__)
+
+SIGNS = {pb.ANCHOR_SIGN_POSITIVE: "+", pb.ANCHOR_SIGN_NEGATIVE: "-"}
+SAMPLE_DTYPES = {pb.SAMPLE_FORMAT_FLOAT32_LE: np.dtype("<f4"), pb.SAMPLE_FORMAT_INT16_LE: np.dtype("<i2")}
+INT16_SCALE = 32768.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the server accepts (reported by GetInfo). 0 means no limit for max_streams and max_stream_seconds."""
+
+    max_streams: int = 8
+    max_stream_seconds: float = 3600.0
+    min_sample_rate_hertz: int = 8000
+    max_sample_rate_hertz: int = 192000
+    max_channel_count: int = 16
+    max_request_bytes: int = 8 * 1024 * 1024
+    max_response_bytes: int = 1024 * 1024  # stem blocks are split to fit a client's default 4 MiB receive limit
+    max_solver_steps: int = 128
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """Settings a config may leave unset."""
+
+    chunk_seconds: float = 10.0
+    overlap_seconds: float = 2.0
+    seed: int = 0
+    solver_steps: int = 16  # the official ODE: midpoint, step 1/16
+
+
+class StreamGate:
+    """Counts running streams, enforces max_streams, and refuses new streams while draining."""
+
+    def __init__(self, max_streams: int):
+        self.max_streams = max_streams
+        self.active = 0
+        self.draining = False
+        self._cond = threading.Condition()
+
+    def enter(self) -> None:
+        with self._cond:
+            if self.draining:
+                raise DrainingError("the server is shutting down and takes no new streams: retry on another server")
+            if self.max_streams and self.active >= self.max_streams:
+                raise TooManyStreamsError(
+                    f"the server already runs {self.active} of its {self.max_streams} streams: retry when one "
+                    "finishes, or start the server with a larger --max-streams"
+                )
+            self.active += 1
+
+    def leave(self) -> None:
+        with self._cond:
+            self.active -= 1
+            self._cond.notify_all()
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait up to `timeout` s until no stream runs. True when none is left."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self.active == 0, timeout)
+
+    def close(self) -> None:
+        """Refuse new streams from now on (UNAVAILABLE); running ones go on."""
+        with self._cond:
+            self.draining = True
+
+
+def decode_audio(data: bytes, fmt: int, channels: int) -> np.ndarray:
+    """Interleaved little-endian bytes -> (frames, channels) float32."""
+    dtype = SAMPLE_DTYPES[fmt]
+    frame_bytes = dtype.itemsize * channels
+    if len(data) % frame_bytes:
+        raise ProtocolError(
+            f"audio_content holds {len(data)} bytes, not a whole number of {frame_bytes}-byte frames "
+            f"({channels} channel(s) x {dtype.itemsize} bytes): send whole interleaved frames in each message"
+        )
+    samples = np.frombuffer(data, dtype=dtype).reshape(-1, channels)  # (frames, channels)
+    if fmt == pb.SAMPLE_FORMAT_INT16_LE:
+        return samples.astype(np.float32) / np.float32(INT16_SCALE)
+    return samples.astype(np.float32)  # native float32, a writable copy
+
+
+def encode_audio(frames: np.ndarray, fmt: int) -> bytes:
+    """(frames, channels) float -> interleaved little-endian bytes in `fmt`."""
+    if fmt == pb.SAMPLE_FORMAT_INT16_LE:
+        return np.clip(np.rint(frames * INT16_SCALE), -32768, 32767).astype("<i2").tobytes()
+    return np.ascontiguousarray(frames, dtype="<f4").tobytes()
+
+
+class SeparationServicer(pb_grpc.SeparationServiceServicer):
+    def __init__(
+        self,
+        model: Any,
+        processor: Any,
+        worker: Any,
+        *,
+        model_name: str,
+        limits: Limits = Limits(),
+        defaults: Defaults = Defaults(),
+        max_batch: int = 4,
+        version: str = "",
+        authentication_required: bool = False,
+    ):
+        self.model = model
+        self.processor = processor
+        self.worker = worker
+        self.model_name = model_name
+        self.limits = limits
+        self.defaults = defaults
+        self.max_batch = max_batch
+        self.version = version
+        self.authentication_required = authentication_required
+        self.gate = StreamGate(limits.max_streams)
+
+    # ------------------------------------------------------------------ GetInfo
+
+    def GetInfo(self, request: pb.GetInfoRequest, context: grpc.ServicerContext) -> pb.GetInfoResponse:
+        lim = self.limits
+        return pb.GetInfoResponse(
+            models=[
+                pb.ModelInfo(
+                    name=self.model_name,
+                    selected_by_default=True,
+                    sample_rate_hertz=int(self.model.sample_rate),
+                    default_chunk_seconds=self.defaults.chunk_seconds,
+                    default_overlap_seconds=self.defaults.overlap_seconds,
+                    default_solver_steps=self.defaults.solver_steps,
+                )
+            ],
+            sample_formats=list(SAMPLE_DTYPES),
+            limits=pb.Limits(
+                max_streams=lim.max_streams,
+                max_stream_seconds=lim.max_stream_seconds,
+                min_sample_rate_hertz=lim.min_sample_rate_hertz,
+                max_sample_rate_hertz=lim.max_sample_rate_hertz,
+                max_channel_count=lim.max_channel_count,
+                max_request_bytes=lim.max_request_bytes,
+                max_response_bytes=lim.max_response_bytes,
+                max_solver_steps=lim.max_solver_steps,
+            ),
+            server_version=self.version,
+            authentication_required=self.authentication_required,
+        )
+
+    # ------------------------------------------------------------------ Separate
+
+    def Separate(
+        self, request_iterator: Iterator[pb.SeparateRequest], context: grpc.ServicerContext
+    ) -> Iterator[pb.SeparateResponse]:
+        try:
+            self.gate.enter()
+        except SAMAudioError as e:
+            context.abort(status_code(e), str(e))
+        try:
+            yield from self._separate(request_iterator, context)
+        except (SAMAudioError, concurrent.futures.CancelledError, grpc.RpcError) as e:
+            if not context.is_active():  # the client cancelled or went away: nobody to tell
+                logger.info("stream cancelled by the client (%s)", type(e).__name__)
+                return
+            if isinstance(e, grpc.RpcError):
+                raise
+            logger.info("stream ended with %s: %s", status_code(e).name, e)
+            context.abort(status_code(e), str(e))
+        except Exception as e:  # a bug of ours: the client gets INTERNAL, the log gets the traceback
+            logger.exception("stream failed")
+            context.abort(
+                grpc.StatusCode.INTERNAL, f"internal server error ({type(e).__name__}: {e}); see the server log"
+            )
+        finally:
+            self.gate.leave()
+
+    def _separate(
+        self, requests: Iterator[pb.SeparateRequest], context: grpc.ServicerContext
+    ) -> Iterator[pb.SeparateResponse]:
+        from samaudio.streaming import StreamingSeparator
+
+        started = time.monotonic()
+        first = next(requests, None)
+        if first is None or first.WhichOneof("streaming_request") != "config":
+            got = "no request" if first is None else first.WhichOneof("streaming_request") or "an empty request"
+            raise ProtocolError(f"the first request must carry the config, got {got}: send SeparationConfig first")
+        config = self._effective_config(first.config)
+        rate, channels, fmt = config.sample_rate_hertz, config.channel_count, config.sample_format
+        max_frames = math.floor(self.limits.max_stream_seconds * rate) if self.limits.max_stream_seconds else None
+
+        progress: list[tuple[int, int]] = []  # latest (frames_done, frames_known) from the engine
+        worker = StreamWorker(self.worker)
+        separator = StreamingSeparator(
+            self.model,
+            self.processor,
+            config.description,
+            [(SIGNS[a.sign], a.start_seconds, a.end_seconds) for a in config.anchors],
+            sample_rate=rate,
+            channels=channels,
+            chunk_seconds=config.chunk_seconds,
+            overlap_seconds=config.overlap_seconds,
+            seed=config.seed,
+            ode_opt=self._ode_opt(config.solver_steps),
+            max_batch=self.max_batch,
+            on_progress=lambda done, known: progress.append((done, known)),
+            worker=worker,
+        )
+
+        finished = threading.Event()
+
+        def on_done() -> None:  # runs when the RPC ends for any reason: drop the stream's queued windows
+            worker.cancel()
+            if not finished.is_set():
+                separator.cancel()
+
+        context.add_callback(on_done)
+        yield pb.SeparateResponse(
+            accepted=pb.SeparationAccepted(effective_config=config, model_sample_rate_hertz=int(self.model.sample_rate))
+        )
+
+        want_target = pb.STEM_TARGET in config.stems
+        want_residual = pb.STEM_RESIDUAL in config.stems
+        for request in requests:
+            kind = request.WhichOneof("streaming_request")
+            if kind != "audio_content":
+                raise ProtocolError(f"a stream takes one config, first; got {kind or 'an empty request'} later")
+            frames = decode_audio(request.audio_content, fmt, channels)  # (n, channels) float32
+            sent = separator.frames_in + len(frames)
+            if max_frames is not None and sent > max_frames:
+                raise StreamTooLongError(
+                    f"the stream sent {sent / rate:.2f} s, more than this server's limit of "
+                    f"{self.limits.max_stream_seconds:g} s: split the audio into shorter streams"
+                )
+            yield from self._pack(separator.push(frames), fmt, want_target, want_residual)
+            yield from self._progress(progress)
+        blocks = separator.finish()
+        finished.set()
+        yield from self._pack(blocks, fmt, want_target, want_residual)
+        yield from self._progress(progress)
+        yield pb.SeparateResponse(
+            summary=pb.SeparationSummary(
+                frames_in=separator.frames_in,
+                frames_out=separator.frames_out,
+                windows=separator.windows_done,
+                model_evaluations=separator.nfe,
+                elapsed_seconds=time.monotonic() - started,
+            )
+        )
+
+    # ------------------------------------------------------------------ helpers
+
+    def _effective_config(self, config: pb.SeparationConfig) -> pb.SeparationConfig:
+        """Check what the library does not know (formats, limits, model names) and fill in the defaults."""
+        lim = self.limits
+        if config.model not in ("", self.model_name):
+            raise InvalidRequestError(
+                f"this server serves the model {self.model_name!r}, not {config.model!r}: leave model empty or "
+                f"ask GetInfo for the models served"
+            )
+        if config.sample_format not in SAMPLE_DTYPES:
+            raise InvalidAudioError(
+                f"sample_format {config.sample_format} is not supported: use SAMPLE_FORMAT_FLOAT32_LE or "
+                "SAMPLE_FORMAT_INT16_LE (interleaved, little-endian)"
+            )
+        if not lim.min_sample_rate_hertz <= config.sample_rate_hertz <= lim.max_sample_rate_hertz:
+            raise InvalidAudioError(
+                f"sample_rate_hertz={config.sample_rate_hertz} is outside {lim.min_sample_rate_hertz}.."
+                f"{lim.max_sample_rate_hertz} Hz: send audio at a rate in that range (48000 needs no resampling)"
+            )
+        if not 1 <= config.channel_count <= lim.max_channel_count:
+            raise InvalidAudioError(
+                f"channel_count={config.channel_count} is outside 1..{lim.max_channel_count}: set the number of "
+                "interleaved channels of your audio"
+            )
+        for i, anchor in enumerate(config.anchors):
+            if anchor.sign not in SIGNS:
+                raise InvalidAnchorError(
+                    f"anchors[{i}] has sign {anchor.sign}: use ANCHOR_SIGN_POSITIVE (sound present) or "
+                    "ANCHOR_SIGN_NEGATIVE (sound absent)"
+                )
+        if not config.description.strip() and not config.anchors:
+            raise InvalidRequestError(
+                "the description is empty and there are no anchors: describe the sound (e.g. 'snare drum') or "
+                "mark at least one span where it is present"
+            )
+        if config.HasField("solver_steps") and not 1 <= config.solver_steps <= lim.max_solver_steps:
+            raise InvalidRequestError(
+                f"solver_steps={config.solver_steps} is outside 1..{lim.max_solver_steps}: leave it unset for the "
+                f"default {self.defaults.solver_steps}"
+            )
+        stems = list(config.stems)
+        if any(s not in (pb.STEM_TARGET, pb.STEM_RESIDUAL) for s in stems) or len(set(stems)) != len(stems):
+            raise InvalidRequestError(
+                f"stems {stems} must name STEM_TARGET and/or STEM_RESIDUAL once each; leave it empty for both"
+            )
+        effective = pb.SeparationConfig()
+        effective.CopyFrom(config)
+        effective.model = self.model_name
+        d = self.defaults
+        effective.chunk_seconds = config.chunk_seconds if config.HasField("chunk_seconds") else d.chunk_seconds
+        effective.overlap_seconds = config.overlap_seconds if config.HasField("overlap_seconds") else d.overlap_seconds
+        effective.seed = config.seed if config.HasField("seed") else d.seed
+        effective.solver_steps = config.solver_steps if config.HasField("solver_steps") else d.solver_steps
+        if not stems:
+            effective.stems[:] = [pb.STEM_TARGET, pb.STEM_RESIDUAL]
+        return effective
+
+    def _ode_opt(self, steps: int) -> dict[str, Any] | None:
+        if steps == self.defaults.solver_steps:
+            return None  # the model's own default, exactly
+        return {"method": "midpoint", "options": {"step_size": 1.0 / steps}}
+
+    def _pack(
+        self, blocks: list[Any], fmt: int, want_target: bool, want_residual: bool
+    ) -> Iterator[pb.SeparateResponse]:
+        """Stem blocks -> StemBlock messages, each within max_response_bytes."""
+        for block in blocks:
+            frames, channels = block.target.shape
+            frame_bytes = SAMPLE_DTYPES[fmt].itemsize * channels * max(1, want_target + want_residual)
+            step = max(1, self.limits.max_response_bytes // frame_bytes)
+            for lo in range(0, frames, step):
+                hi = min(frames, lo + step)
+                yield pb.SeparateResponse(
+                    stem_block=pb.StemBlock(
+                        start_frame=block.start + lo,
+                        frame_count=hi - lo,
+                        target_audio=encode_audio(block.target[lo:hi], fmt) if want_target else b"",
+                        residual_audio=encode_audio(block.residual[lo:hi], fmt) if want_residual else b"",
+                    )
+                )
+
+    @staticmethod
+    def _progress(progress: list[tuple[int, int]]) -> Iterator[pb.SeparateResponse]:
+        if progress:
+            done, known = progress[-1]
+            progress.clear()
+            yield pb.SeparateResponse(progress=pb.SeparationProgress(frames_done=done, frames_known=known))

@@ -1,0 +1,120 @@
+"""`samaudio-server` as a process: SIGTERM drains (running streams finish, new ones get UNAVAILABLE); a model
+that cannot be had offline is a clear message, not a traceback."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from samaudio.v1 import separation_pb2 as pb
+from samaudio.v1 import separation_pb2_grpc as pb_grpc
+from server_fixtures import Feeder, collect, config, make_audio, pieces, requests, status_of, to_bytes
+
+STARTUP_SECONDS = 300  # loading torch and the model on a busy CI machine
+
+
+def _server_command() -> list[str]:
+    script = shutil.which("samaudio-server", path=str(Path(sys.executable).parent))
+    return [script] if script else [sys.executable, "-m", "samaudio_server.main"]
+
+
+@pytest.fixture
+def server_process(golden_dir):
+    """A `samaudio-server --port 0` process on the golden model folder -> (process, port, stderr lines)."""
+    cmd = [
+        *_server_command(),
+        "--model",
+        str(golden_dir),
+        "--port",
+        "0",
+        "--device",
+        "cpu",
+        "--chunk-seconds",
+        "1",
+        "--overlap-seconds",
+        "0.4",
+        "--grace",
+        "120",
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env.pop("SAMAUDIO_TOKEN", None)
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+    lines: queue.Queue[str | None] = queue.Queue()
+    log: list[str] = []
+
+    def read() -> None:
+        for line in proc.stderr:
+            log.append(line)
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    port = None
+    while port is None:
+        line = lines.get(timeout=STARTUP_SECONDS)
+        assert line is not None, "samaudio-server exited before listening:\n" + "".join(log)
+        if match := re.search(r"listening on [\d.]+:(\d+)", line):
+            port = int(match.group(1))
+    try:
+        yield proc, port, log
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=60)
+
+
+def test_sigterm_lets_running_streams_finish_and_refuses_new_ones(server_process):
+    proc, port, log = server_process
+    cfg = config()
+    audio = make_audio(2.2, 48000, 1, seed=20)
+    sends = pieces(audio, 24_000)
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        stub = pb_grpc.SeparationServiceStub(ch)
+        health = health_pb2_grpc.HealthStub(ch)
+        watch = health.Watch(health_pb2.HealthCheckRequest(service="samaudio.v1.SeparationService"))
+        assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+
+        feeder = Feeder()
+        running = stub.Separate(iter(feeder))
+        feeder.put(pb.SeparateRequest(config=cfg))
+        responses = iter(running)
+        first = next(responses)
+        assert first.HasField("accepted")  # the stream is in flight
+
+        proc.send_signal(signal.SIGTERM)
+        assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        code, details = status_of(lambda: list(stub.Separate(requests(cfg, sends))))
+        assert code == grpc.StatusCode.UNAVAILABLE and "shutting down" in details
+
+        for piece in sends:
+            feeder.put(pb.SeparateRequest(audio_content=to_bytes(piece, cfg.sample_format)))
+        feeder.close()
+        got = collect([first, *responses], cfg)
+        watch.cancel()
+    assert got.target.shape == audio.shape and got.summary.frames_out == len(audio)
+    assert proc.wait(timeout=120) == 0, "".join(log)
+
+
+def test_a_hub_model_missing_offline_exits_with_a_message_that_says_what_to_do(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    done = subprocess.run(
+        [*_server_command(), "--model", "facebook/sam-audio-small", "--port", "0"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=STARTUP_SECONDS,
+    )
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    assert "facebook/sam-audio-small" in done.stderr and "--model takes a local folder" in done.stderr
