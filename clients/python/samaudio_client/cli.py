@@ -1,0 +1,422 @@
+"""`samaudio`: separate files on a samaudio server (or in-process), describe a server, run the demo.
+
+    samaudio separate FILE... --text "snare drum" [--span +1.2:3.4] [--start S --duration D]
+                     [--server HOST:PORT | --local [--model NAME_OR_FOLDER]] [--out-dir DIR] [--format wav|flac]
+    samaudio info [--server HOST:PORT] [--json]
+    samaudio demo [--out-dir DIR]
+    samaudio osc --reply HOST:PORT [--listen HOST:PORT] [--server HOST:PORT]   (see samaudio_client.osc)
+
+`separate` writes `<name>.target.<ext>` and `<name>.residual.<ext>` with the input's sample rate, channels and
+exact length (the region's with --start/--duration), prints their paths on stdout (target, then residual, per
+file), and shows progress on stderr. Exit codes: 0 done, 2 usage (bad arguments, unreadable input, a span that
+does not fit), 3 the server or the engine failed (the message is on stderr), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from samaudio.errors import SAMAudioError  # torch-free: the library's errors import nothing
+from samaudio_client.errors import SamaudioError
+from samaudio_client.files import FORMATS, AudioFileError, Region, StemWriter, read_blocks, stem_paths
+from samaudio_client.spans import Span, SpanError, parse_span, to_region
+
+log = logging.getLogger("samaudio")
+
+EXIT_OK, EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 0, 2, 3, 130
+DEFAULT_SERVER = "127.0.0.1:50051"
+SERVER_EXTRA = 'pip install "samaudio[server]"'
+
+
+class UsageError(SamaudioError):
+    """Arguments that cannot work: exit 2."""
+
+
+class LocalEngineMissing(SamaudioError):
+    """--local or demo on an install without the model stack: exit 3 with the install command."""
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Arguments
+
+
+def _span(text: str) -> Span:
+    try:
+        return parse_span(text)
+    except SpanError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _positive(kind: type) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{text} must be > 0")
+        return value
+
+    return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a time in seconds") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be a time >= 0 s")
+    return value
+
+
+def _add_connection(p: argparse.ArgumentParser, server: Any = None) -> None:
+    """--server (into `server`, a mutually exclusive group, when given), --token, --tls, --tls-ca."""
+    (server or p).add_argument(
+        "--server",
+        default=os.environ.get("SAMAUDIO_SERVER", DEFAULT_SERVER),
+        metavar="HOST:PORT",
+        help="the samaudio server (default: $SAMAUDIO_SERVER or %(default)s)",
+    )
+    p.add_argument(
+        "--token", default=os.environ.get("SAMAUDIO_TOKEN"), help="the server's token (default: $SAMAUDIO_TOKEN)"
+    )
+    p.add_argument("--tls", action="store_true", help="connect with TLS, trusting the system's roots")
+    p.add_argument("--tls-ca", type=Path, metavar="FILE", help="connect with TLS, trusting this PEM certificate")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="samaudio", description="SAM-Audio sound separation: the thin client.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = commands.add_parser(
+        "separate",
+        help="separate a described sound from audio files",
+        description="Write <name>.target.<ext> (the described sound) and <name>.residual.<ext> (the rest) per file.",
+    )
+    p.add_argument("files", nargs="+", type=Path, metavar="FILE", help="audio files (anything libsndfile reads)")
+    p.add_argument("--text", default="", help='what to separate, e.g. "snare drum"')
+    p.add_argument(
+        "--span",
+        type=_span,
+        action="append",
+        default=[],
+        metavar="+/-START:END",
+        help="a span prompt on the file's timeline in seconds: +1.2:3.4 the sound is there, -5:6 it is not "
+        "(repeatable)",
+    )
+    p.add_argument("--start", type=_seconds, metavar="S", help="separate from S seconds into the file")
+    p.add_argument("--duration", type=_positive(float), metavar="D", help="separate D seconds (default: to the end)")
+    where = p.add_mutually_exclusive_group()
+    _add_connection(p, where)
+    where.add_argument("--local", action="store_true", help=f"run the model in this process (needs {SERVER_EXTRA})")
+    p.add_argument(
+        "--model",
+        default=None,
+        metavar="NAME_OR_FOLDER",
+        help="a model the server serves (default: its default), or with --local a hub id or folder",
+    )
+    p.add_argument("--out-dir", type=Path, metavar="DIR", help="where to write the stems (default: beside each input)")
+    p.add_argument("--format", choices=sorted(FORMATS), default="wav", help="output format (default: %(default)s)")
+    p.add_argument("--chunk-seconds", type=_positive(float), metavar="S", help="model window length")
+    p.add_argument("--overlap-seconds", type=_seconds, metavar="S", help="overlap of neighbouring windows")
+    p.add_argument("--seed", type=int, help="seed of the solver's initial noise (default: 0)")
+    p.add_argument("--steps", type=_positive(int), metavar="N", help="ODE solver steps (default: the model's)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary on stderr")
+
+    p = commands.add_parser("info", help="describe a server: health, models, limits")
+    _add_connection(p)
+    p.add_argument("--json", action="store_true", help="print the description as JSON")
+
+    p = commands.add_parser(
+        "demo",
+        help="separate a generated example with a small UNTRAINED model, all in this process",
+        description="Start a server on a free loopback port with a small untrained model (random weights), separate "
+        "a generated example through the client and write the stems: the whole path, no model download. The "
+        f"stems are not a real separation. Needs {SERVER_EXTRA}.",
+    )
+    p.add_argument("--out-dir", type=Path, default=Path("samaudio-demo"), help="where to write (default: %(default)s)")
+    p.add_argument("--seconds", type=_positive(float), default=4.0, help="length of the example (default: %(default)s)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    from samaudio_client import osc  # the OSC bridge registers its own command, with this file's options
+
+    osc.add_parser(commands)
+    return parser
+
+
+# --------------------------------------------------------------------------------------------------------------
+# separate
+
+
+@dataclass(frozen=True)
+class Job:
+    region: Region
+    spans: list[Span]  # on the region's timeline
+    paths: tuple[Path, Path]  # target, residual
+
+
+def plan(args: argparse.Namespace) -> list[Job]:
+    """Check every file and span before any work, so a typo fails fast with exit 2."""
+    if not args.text.strip() and not any(s.sign == "+" for s in args.span):
+        raise UsageError('say what to separate: --text "snare drum", or at least one positive --span +START:END')
+    if args.local and args.tls_ca is not None:
+        raise UsageError("--local runs in this process: --tls-ca has no server to apply to")
+    jobs = []
+    for path in args.files:
+        region = Region.of(path, args.start, args.duration)
+        spans = to_region(args.span, region.start_seconds, region.seconds)
+        jobs.append(Job(region, spans, stem_paths(path, args.out_dir, args.format)))
+    return jobs
+
+
+class Progress:
+    """A tqdm bar in seconds of audio, fed with (frames_done, frames_known) from the server or the engine."""
+
+    def __init__(self, job: Job, quiet: bool) -> None:
+        self.rate = job.region.sample_rate
+        self.bar = None
+        if not quiet:
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=round(job.region.seconds, 2),
+                desc=job.region.path.name,
+                unit="s",
+                file=sys.stderr,
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s audio [{elapsed}<{remaining}]",
+            )
+
+    def __call__(self, frames_done: int, frames_known: int) -> None:
+        if self.bar is not None:
+            self.bar.n = min(self.bar.total, round(frames_done / self.rate, 2))
+            self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.n = self.bar.total
+            self.bar.close()
+
+
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    options = {
+        "chunk_seconds": args.chunk_seconds,
+        "overlap_seconds": args.overlap_seconds,
+        "seed": args.seed,
+        "solver_steps": args.steps,
+    }
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def _run_job(job: Job, separate: Callable[[Job, StemWriter, Progress], str], args: argparse.Namespace) -> None:
+    """Separate one job into its two files, written block by block; partial files are removed on failure."""
+    began = time.monotonic()
+    quiet = args.quiet
+    writer = StemWriter(job.paths, job.region.sample_rate, job.region.channels, args.format)
+    progress = Progress(job, quiet)
+    try:
+        how = separate(job, writer, progress)
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        progress.close()
+    writer.close()
+    assert writer.frames == job.region.frames, (writer.frames, job.region.frames)
+    print(os.path.abspath(job.paths[0]))
+    print(os.path.abspath(job.paths[1]))
+    sys.stdout.flush()
+    if not quiet:
+        r = job.region
+        print(
+            f"{r.path.name}: {r.seconds:.3f} s, {r.channels} ch, {r.sample_rate} Hz separated in "
+            f"{time.monotonic() - began:.1f} s ({how})",
+            file=sys.stderr,
+        )
+
+
+def separate_remote(args: argparse.Namespace, jobs: list[Job]) -> None:
+    from samaudio_client.client import Client
+
+    options = _options(args)
+    if args.model:
+        options["model"] = args.model
+    with Client(args.server, token=args.token, tls=args.tls, ca_file=args.tls_ca) as client:
+
+        def separate(job: Job, writer: StemWriter, progress: Progress) -> str:
+            summary = client.separate_file(
+                job.region.path,
+                args.text,
+                args.span,
+                start=args.start,
+                duration=args.duration,
+                on_block=lambda b: writer.write(b.start, b.target, b.residual),
+                on_progress=progress,
+                **options,
+            )
+            s = summary.settings
+            return (
+                f"server {args.server}, model {s.model}, {summary.windows} windows, chunk {s.chunk_seconds:g} s, "
+                f"{s.solver_steps} steps"
+            )
+
+        for job in jobs:
+            _run_job(job, separate, args)
+
+
+def _import_engine() -> Any:
+    """The library and its streaming engine, or a clear LocalEngineMissing on a thin install."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise LocalEngineMissing(
+            f"running the model in this process needs torch and the model stack, which this install lacks: "
+            f"{SERVER_EXTRA} (or separate on a server with --server HOST:PORT)"
+        ) from None
+    import samaudio.streaming
+
+    return samaudio.streaming
+
+
+def separate_local(args: argparse.Namespace, jobs: list[Job]) -> None:
+    streaming = _import_engine()
+    import torch
+
+    from samaudio import SAMAudio, SAMAudioProcessor
+
+    model_name = args.model or _default_model()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    log.info("loading %s on %s", model_name, device)
+    model = SAMAudio.from_pretrained(model_name, device=device)
+    processor = SAMAudioProcessor.from_pretrained(model_name)
+    options = _options(args)
+    steps = options.pop("solver_steps", None)
+    if steps is not None:
+        options["ode_opt"] = {"method": "midpoint", "options": {"step_size": 1.0 / steps}}
+
+    def separate(job: Job, writer: StemWriter, progress: Progress) -> str:
+        r = job.region
+        sep = streaming.StreamingSeparator(
+            model,
+            processor,
+            args.text,
+            [(s.sign, s.start_seconds, s.end_seconds) for s in job.spans],
+            sample_rate=r.sample_rate,
+            channels=r.channels,
+            on_progress=progress,
+            **options,
+        )
+        for frames in read_blocks(r, max(1, r.sample_rate // 4)):
+            for b in sep.push(frames):
+                writer.write(b.start, b.target, b.residual)
+        for b in sep.finish():
+            writer.write(b.start, b.target, b.residual)
+        return f"in this process on {device}, model {model_name}, {sep.windows_done} windows"
+
+    for job in jobs:
+        _run_job(job, separate, args)
+
+
+def _default_model() -> str:
+    from samaudio.model.config import get_preset
+
+    return get_preset("sam-audio-small").hub_id or "facebook/sam-audio-small"
+
+
+def cmd_separate(args: argparse.Namespace) -> None:
+    jobs = plan(args)
+    if args.local:
+        separate_local(args, jobs)
+    else:
+        separate_remote(args, jobs)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# info, demo
+
+
+def cmd_info(args: argparse.Namespace) -> None:
+    from samaudio_client.client import Client
+
+    with Client(args.server, token=args.token, tls=args.tls, ca_file=args.tls_ca) as client:
+        info = client.info()
+    if args.json:
+        print(json.dumps(asdict(info), indent=2))
+        return
+    print(f"server    {info.target}")
+    print(f"health    {info.health}")
+    print(f"version   {info.version}")
+    print(f"auth      {'token required' if info.authentication_required else 'none'}")
+    for m in info.models:
+        print(
+            f"model     {m.name}{' (default)' if m.default else ''}: {m.sample_rate} Hz, chunk {m.chunk_seconds:g} s, "
+            f"overlap {m.overlap_seconds:g} s, {m.solver_steps} solver steps"
+        )
+    print(f"formats   {', '.join(info.sample_formats)}")
+    for name, value in info.limits.items():
+        print(f"limit     {name} {value:g}{' (none)' if value == 0 else ''}")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    _import_engine()
+    from samaudio_client.demo import run_demo
+
+    run_demo(args.out_dir, seconds=args.seconds, quiet=args.quiet)
+
+
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _attach_span_values(argv: Sequence[str]) -> list[str]:
+    """`--span -5:6` -> `--span=-5:6`: argparse would take a value starting with '-' for an option."""
+    out: list[str] = []
+    args = iter(argv)
+    for arg in args:
+        value = next(args, None) if arg == "--span" else None
+        out.append(arg if value is None else f"--span={value}")
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `samaudio` console script (which exits with the returned code)."""
+    argv = _attach_span_values(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)  # exits 2 on bad arguments, naming the expected form
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="samaudio: %(levelname)s %(message)s"
+    )
+    from samaudio_client import osc
+
+    command = {"separate": cmd_separate, "info": cmd_info, "demo": cmd_demo, "osc": osc.main}[args.command]
+    try:
+        command(args)
+    except (UsageError, SpanError, AudioFileError) as err:
+        return _fail(args, err, EXIT_USAGE)
+    # ServerError carries the gRPC code and the server's message; the library's named errors (--local, demo)
+    # and OSError (an unwritable --out-dir, a full disk) carry messages meant for users too.
+    except (SamaudioError, SAMAudioError, OSError) as err:
+        return _fail(args, err, EXIT_FAILED)
+    except KeyboardInterrupt:
+        print(f"samaudio {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+def _fail(args: argparse.Namespace, err: BaseException, code: int) -> int:
+    if args.verbose:
+        log.error("details", exc_info=err)
+    print(f"samaudio {args.command}: error: {err}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

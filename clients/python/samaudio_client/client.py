@@ -1,0 +1,649 @@
+"""The thin samaudio client: separate arrays or files on a samaudio server, no torch needed.
+
+    client = Client("gpu-box:50051", token="...")
+    stems = client.separate(audio, 44100, "snare drum", spans=["+1.2:3.4"])   # audio: (frames, channels)
+    stems.target, stems.residual                                               # (frames, channels) float32
+    client.separate_file("take.wav", "snare drum", start=12.0, duration=8.0, on_block=writer)
+
+One `Separate` stream per call (see proto/samaudio/v1/separation.proto): the config, then the audio in
+blocks read lazily (from disk for files, so memory stays flat), while stem blocks come back as soon as they
+are final. A call that has not got its first response yet is retried with backoff when the server is
+UNAVAILABLE (down, starting or draining); once a stream has started nothing is retried, since the
+server has already done work for it. Every failure of a call is a `ServerError` with the gRPC code and
+the server's message. `AsyncClient` is the same on `grpc.aio`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Self, TypedDict, Unpack, overload
+
+import grpc
+import numpy as np
+
+from samaudio.v1 import separation_pb2 as pb
+from samaudio.v1 import separation_pb2_grpc as pb_grpc
+from samaudio_client.errors import SamaudioError, ServerError
+from samaudio_client.files import Region, read_blocks
+from samaudio_client.spans import Span, as_span, to_region
+
+__all__ = [
+    "Client",
+    "AsyncClient",
+    "Stems",
+    "StemBlock",
+    "Summary",
+    "Settings",
+    "ServerInfo",
+    "ModelInfo",
+    "SeparationOptions",
+    "SamaudioError",
+    "ServerError",
+]
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, int], Any]  # (frames_done, frames_known)
+SpanLike = Span | str | tuple[str, float, float]
+
+_CHANNEL_OPTIONS = [
+    # Stem blocks of a long window at a high rate can be large; the server splits them to its own limit.
+    ("grpc.max_receive_message_length", 64 << 20),
+    ("grpc.max_send_message_length", 64 << 20),
+    # After a failed connect gRPC waits its reconnect backoff (1 s and growing by default) before it tries
+    # again, failing calls fast meanwhile; keep it below our own retry delays so that each retry really connects.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
+_HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+_HEALTH_STATUS = {0: "UNKNOWN", 1: "SERVING", 2: "NOT_SERVING", 3: "SERVICE_UNKNOWN"}
+
+
+@dataclass(frozen=True)
+class StemBlock:
+    """A final, contiguous piece of both stems, as it arrives."""
+
+    start: int  # first frame, counted from the first frame sent
+    target: np.ndarray  # (frames, channels) float32, read-only
+    residual: np.ndarray  # (frames, channels) float32, read-only
+
+
+BlockFn = Callable[[StemBlock], Any]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The settings a stream ran with: the server's defaults filled in."""
+
+    model: str
+    chunk_seconds: float
+    overlap_seconds: float
+    seed: int
+    solver_steps: int
+    model_sample_rate: int  # the rate the model works at; the audio is resampled inside
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The closing account of a stream."""
+
+    settings: Settings
+    frames_in: int
+    frames_out: int
+    windows: int
+    model_evaluations: int
+    elapsed_seconds: float  # on the server, from the config to the summary
+
+
+@dataclass(frozen=True)
+class Stems:
+    target: np.ndarray  # (frames, channels) float32 at the input's rate; (frames,) for a 1-D input
+    residual: np.ndarray  # same shape as target
+    summary: Summary
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    default: bool
+    sample_rate: int
+    chunk_seconds: float
+    overlap_seconds: float
+    solver_steps: int
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    target: str
+    health: str  # grpc.health.v1 status of the server: SERVING, NOT_SERVING (draining), ...
+    version: str
+    models: list[ModelInfo]
+    sample_formats: list[str]
+    limits: dict[str, float]  # Limits fields; 0 means no limit
+    authentication_required: bool
+
+
+class SeparationOptions(TypedDict, total=False):
+    """Optional settings of a separation; each one left out takes the server's default."""
+
+    model: str  # a name from `info().models`
+    chunk_seconds: float  # model window length
+    overlap_seconds: float  # crossfade between windows, < chunk_seconds
+    seed: int  # initial noise of the solver: same input and seed, same stems
+    solver_steps: int  # ODE steps (two model evaluations each)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Messages in and out, shared by the sync and async clients
+
+
+def _config(
+    description: str,
+    spans: Sequence[Span],
+    sample_rate: int,
+    channels: int,
+    options: SeparationOptions,
+) -> pb.SeparationConfig:
+    unknown = sorted(set(options) - set(SeparationOptions.__annotations__))
+    if unknown:
+        raise TypeError(
+            f"unknown separation option {unknown[0]!r}; known: {', '.join(SeparationOptions.__annotations__)}"
+        )
+    config = pb.SeparationConfig(
+        model=options.get("model") or "",
+        description=description,
+        anchors=[
+            pb.Anchor(
+                sign=pb.ANCHOR_SIGN_POSITIVE if s.sign == "+" else pb.ANCHOR_SIGN_NEGATIVE,
+                start_seconds=s.start_seconds,
+                end_seconds=s.end_seconds,
+            )
+            for s in spans
+        ],
+        sample_rate_hertz=int(sample_rate),
+        channel_count=int(channels),
+        sample_format=pb.SAMPLE_FORMAT_FLOAT32_LE,
+    )
+    for name in ("chunk_seconds", "overlap_seconds", "seed", "solver_steps"):
+        if options.get(name) is not None:
+            setattr(config, name, options[name])
+    return config
+
+
+class _Outgoing:
+    """The request side of one attempt: the config, then the blocks; counts frames, keeps a read error.
+
+    An exception inside a request iterator reaches the caller only as a CANCELLED call; keeping it here
+    lets the call re-raise the real cause (an unreadable file, say).
+    """
+
+    def __init__(self, config: pb.SeparationConfig, blocks: Iterable[np.ndarray]) -> None:
+        self.config = config
+        self.blocks = iter(blocks)
+        self.frames = 0
+        self.error: BaseException | None = None
+
+    def message(self, block: np.ndarray) -> pb.SeparateRequest:
+        channels = self.config.channel_count
+        if block.ndim != 2 or block.shape[1] != channels:
+            raise SamaudioError(f"audio block of shape {block.shape}, expected (frames, {channels})")
+        self.frames += len(block)
+        data = np.ascontiguousarray(block, dtype="<f4")
+        return pb.SeparateRequest(audio_content=data.tobytes())
+
+    def __iter__(self) -> Iterator[pb.SeparateRequest]:
+        yield pb.SeparateRequest(config=self.config)
+        try:
+            for block in self.blocks:
+                yield self.message(block)
+        except Exception as err:
+            self.error = err
+            raise
+
+    async def aiter(self) -> AsyncIterator[pb.SeparateRequest]:
+        yield pb.SeparateRequest(config=self.config)
+        try:
+            while (block := await asyncio.to_thread(next, self.blocks, None)) is not None:
+                yield self.message(block)
+        except Exception as err:
+            self.error = err
+            raise
+
+
+class _Incoming:
+    """The response side of one attempt: checks the protocol, decodes blocks, hands them on."""
+
+    def __init__(self, channels: int, target: str, on_block: BlockFn, on_progress: ProgressFn | None) -> None:
+        self.channels = channels
+        self.target = target
+        self.on_block = on_block
+        self.on_progress = on_progress
+        self.started = False
+        self.frames = 0
+        self.settings: Settings | None = None
+        self.summary: pb.SeparationSummary | None = None
+
+    def _fault(self, what: str) -> ServerError:
+        return ServerError(grpc.StatusCode.INTERNAL, f"the server broke the protocol: {what}", self.target)
+
+    def _decode(self, data: bytes, frames: int) -> np.ndarray:
+        stem = np.frombuffer(data, dtype="<f4")  # (frames * channels,)
+        if stem.size != frames * self.channels:
+            raise self._fault(f"a stem block of {stem.size} samples, expected {frames} x {self.channels}")
+        return stem.reshape(frames, self.channels)  # (frames, channels)
+
+    def feed(self, response: pb.SeparateResponse) -> Any:
+        """Take one response; returns what `on_block` returned (an awaitable for async callbacks)."""
+        kind = response.WhichOneof("streaming_response")
+        if not self.started and kind != "accepted":
+            raise self._fault(f"the first response is {kind!r}, not 'accepted'")
+        self.started = True
+        if kind == "accepted":
+            c = response.accepted.effective_config
+            self.settings = Settings(
+                c.model,
+                c.chunk_seconds,
+                c.overlap_seconds,
+                c.seed,
+                c.solver_steps,
+                response.accepted.model_sample_rate_hertz,
+            )
+        elif kind == "stem_block":
+            b = response.stem_block
+            if b.start_frame != self.frames:
+                raise self._fault(f"a stem block starts at frame {b.start_frame}, expected {self.frames}")
+            block = StemBlock(
+                int(b.start_frame),
+                self._decode(b.target_audio, b.frame_count),
+                self._decode(b.residual_audio, b.frame_count),
+            )
+            self.frames += b.frame_count
+            return self.on_block(block)
+        elif kind == "progress":
+            if self.on_progress is not None:
+                return self.on_progress(int(response.progress.frames_done), int(response.progress.frames_known))
+        elif kind == "summary":
+            self.summary = response.summary
+        return None
+
+    def result(self, frames_sent: int) -> Summary:
+        if self.summary is None or self.settings is None:
+            raise self._fault("the stream ended without a summary")
+        if self.frames != frames_sent:
+            raise self._fault(f"stems of {self.frames} frames came back for {frames_sent} frames sent")
+        s = self.summary
+        return Summary(
+            self.settings,
+            int(s.frames_in),
+            int(s.frames_out),
+            int(s.windows),
+            int(s.model_evaluations),
+            float(s.elapsed_seconds),
+        )
+
+
+def _as_frames(audio: np.ndarray) -> np.ndarray:
+    audio = np.asarray(audio)
+    if audio.ndim == 1:
+        audio = audio[:, None]  # (frames, 1)
+    if audio.ndim != 2 or audio.shape[1] < 1:
+        raise SamaudioError(f"audio of shape {audio.shape}: expected (frames, channels) or (frames,)")
+    return audio
+
+
+def _array_blocks(audio: np.ndarray, block_frames: int) -> Iterator[np.ndarray]:
+    for i in range(0, len(audio), block_frames):
+        yield audio[i : i + block_frames]
+
+
+def _collect(on_block: BlockFn | None) -> tuple[list[StemBlock], BlockFn]:
+    blocks: list[StemBlock] = []
+    return blocks, (on_block if on_block is not None else blocks.append)
+
+
+def _stems(blocks: list[StemBlock], channels: int, summary: Summary, flat: bool) -> Stems:
+    target = np.concatenate([b.target for b in blocks]) if blocks else np.zeros((0, channels), np.float32)
+    residual = np.concatenate([b.residual for b in blocks]) if blocks else np.zeros((0, channels), np.float32)
+    if flat:
+        target, residual = target[:, 0], residual[:, 0]
+    return Stems(target, residual, summary)
+
+
+def _info(response: pb.GetInfoResponse, health: str, target: str) -> ServerInfo:
+    return ServerInfo(
+        target=target,
+        health=health,
+        version=response.server_version,
+        models=[
+            ModelInfo(
+                m.name,
+                m.selected_by_default,
+                m.sample_rate_hertz,
+                m.default_chunk_seconds,
+                m.default_overlap_seconds,
+                m.default_solver_steps,
+            )
+            for m in response.models
+        ],
+        sample_formats=[pb.SampleFormat.Name(f) for f in response.sample_formats],
+        limits={f.name: getattr(response.limits, f.name) for f in response.limits.DESCRIPTOR.fields},
+        authentication_required=response.authentication_required,
+    )
+
+
+def _health(raw: bytes) -> str:
+    # grpc.health.v1.HealthCheckResponse is one enum field (number 1, varint), decoded by hand so that the
+    # thin install needs no grpcio-health-checking.
+    status = raw[1] if len(raw) >= 2 and raw[0] == 0x08 else 0
+    return _HEALTH_STATUS.get(status, f"STATUS_{status}")
+
+
+def _retryable(err: grpc.RpcError, started: bool) -> bool:
+    return not started and err.code() == grpc.StatusCode.UNAVAILABLE
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Clients
+
+
+class _Base:
+    """What both clients share: the connection settings, the retry policy and the checks before a call.
+
+    `retries` more tries with delays `backoff_seconds * 2**n` while a call has not started; the audio goes out in
+    messages of `block_seconds`.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        token: str | None = None,
+        tls: bool = False,
+        ca_file: str | Path | None = None,
+        *,
+        retries: int = 3,
+        backoff_seconds: float = 0.25,
+        block_seconds: float = 0.25,
+    ) -> None:
+        self.target = target
+        self.retries = retries
+        self.backoff_seconds = backoff_seconds
+        self.block_seconds = block_seconds
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        credentials = None
+        if tls or ca_file is not None:
+            root = Path(ca_file).read_bytes() if ca_file is not None else None
+            credentials = grpc.ssl_channel_credentials(root_certificates=root)
+        self._channel = self._open(target, credentials)
+        self._stub = pb_grpc.SeparationServiceStub(self._channel)
+
+    def _open(self, target: str, credentials: grpc.ChannelCredentials | None) -> Any:
+        raise NotImplementedError
+
+    def _delay(self, attempt: int) -> float:
+        return self.backoff_seconds * 2**attempt
+
+    def _block_frames(self, sample_rate: int) -> int:
+        return max(1, round(self.block_seconds * sample_rate))
+
+    def _prepare_array(
+        self, audio: np.ndarray, sample_rate: int, spans: Iterable[SpanLike]
+    ) -> tuple[np.ndarray, list[Span]]:
+        frames = _as_frames(audio)  # (frames, channels)
+        if sample_rate <= 0:
+            raise SamaudioError(f"sample_rate {sample_rate} must be a rate in hertz > 0")
+        spans = to_region([as_span(s) for s in spans], 0.0, len(frames) / sample_rate)
+        return frames, spans
+
+    @staticmethod
+    def _prepare_file(
+        path: str | Path, start: float | None, duration: float | None, spans: Iterable[SpanLike]
+    ) -> tuple[Region, list[Span]]:
+        region = Region.of(path, start, duration)
+        spans = to_region([as_span(s) for s in spans], region.start_seconds, region.seconds)
+        return region, spans
+
+
+class Client(_Base):
+    """A blocking client. `target` is `host:port`; `token` goes out as `authorization: Bearer <token>`;
+    `tls=True` (or a `ca_file` of PEM roots for a self-signed server) opens a TLS channel."""
+
+    def _open(self, target: str, credentials: grpc.ChannelCredentials | None) -> grpc.Channel:
+        if credentials is not None:
+            return grpc.secure_channel(target, credentials, options=_CHANNEL_OPTIONS)
+        return grpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def separate(
+        self,
+        audio: np.ndarray,
+        sample_rate: int,
+        description: str,
+        spans: Iterable[SpanLike] = (),
+        on_progress: ProgressFn | None = None,
+        **options: Unpack[SeparationOptions],
+    ) -> Stems:
+        """Separate `audio` `(frames, channels)` (or `(frames,)`) at `sample_rate` Hz; stems of the same shape."""
+        frames, spans = self._prepare_array(audio, sample_rate, spans)
+        config = _config(description, spans, sample_rate, frames.shape[1], options)
+        blocks, on_block = _collect(None)
+        summary = self._run(
+            config, lambda: _array_blocks(frames, self._block_frames(sample_rate)), on_block, on_progress
+        )
+        return _stems(blocks, frames.shape[1], summary, flat=np.ndim(audio) == 1)
+
+    @overload
+    def separate_file(
+        self,
+        path: str | Path,
+        description: str,
+        spans: Iterable[SpanLike] = (),
+        *,
+        start: float | None = None,
+        duration: float | None = None,
+        on_progress: ProgressFn | None = None,
+        on_block: None = None,
+        **options: Unpack[SeparationOptions],
+    ) -> Stems: ...
+    @overload
+    def separate_file(
+        self,
+        path: str | Path,
+        description: str,
+        spans: Iterable[SpanLike] = (),
+        *,
+        start: float | None = None,
+        duration: float | None = None,
+        on_progress: ProgressFn | None = None,
+        on_block: BlockFn,
+        **options: Unpack[SeparationOptions],
+    ) -> Summary: ...
+
+    def separate_file(
+        self,
+        path: str | Path,
+        description: str,
+        spans: Iterable[SpanLike] = (),
+        *,
+        start: float | None = None,
+        duration: float | None = None,
+        on_progress: ProgressFn | None = None,
+        on_block: BlockFn | None = None,
+        **options: Unpack[SeparationOptions],
+    ) -> Stems | Summary:
+        """Separate `[start, start + duration)` seconds of the file at `path` (default: all of it).
+
+        The file is read from disk block by block as the stream sends. Spans are on the file's timeline.
+        Without `on_block` the stems are gathered and returned as `Stems`; with it each `StemBlock` goes to
+        `on_block` as it arrives (write it out: memory stays flat) and the `Summary` is returned.
+        """
+        region, spans = self._prepare_file(path, start, duration, spans)
+        config = _config(description, spans, region.sample_rate, region.channels, options)
+        blocks, sink = _collect(on_block)
+        summary = self._run(
+            config, lambda: read_blocks(region, self._block_frames(region.sample_rate)), sink, on_progress
+        )
+        return summary if on_block is not None else _stems(blocks, region.channels, summary, flat=False)
+
+    def info(self) -> ServerInfo:
+        """The server's health, models, sample formats and limits."""
+        check = self._channel.unary_unary(_HEALTH_CHECK)  # raw bytes both ways
+        for attempt in range(self.retries + 1):
+            try:
+                try:
+                    health = _health(check(b"", metadata=self._metadata))
+                except grpc.RpcError as err:
+                    if err.code() != grpc.StatusCode.UNIMPLEMENTED:
+                        raise
+                    health = "NO_HEALTH_SERVICE"
+                return _info(self._stub.GetInfo(pb.GetInfoRequest(), metadata=self._metadata), health, self.target)
+            except grpc.RpcError as err:
+                if not _retryable(err, False) or attempt == self.retries:
+                    raise ServerError.from_rpc(err, self.target, attempt + 1) from None
+                time.sleep(self._delay(attempt))
+        raise AssertionError("unreachable")
+
+    def _run(
+        self,
+        config: pb.SeparationConfig,
+        make_blocks: Callable[[], Iterable[np.ndarray]],
+        on_block: BlockFn,
+        on_progress: ProgressFn | None,
+    ) -> Summary:
+        for attempt in range(self.retries + 1):
+            outgoing = _Outgoing(config, make_blocks())
+            incoming = _Incoming(config.channel_count, self.target, on_block, on_progress)
+            call = self._stub.Separate(iter(outgoing), metadata=self._metadata)
+            try:
+                for response in call:
+                    incoming.feed(response)
+                return incoming.result(outgoing.frames)
+            except grpc.RpcError as err:
+                if outgoing.error is not None:
+                    raise outgoing.error from None
+                if not _retryable(err, incoming.started) or attempt == self.retries:
+                    raise ServerError.from_rpc(err, self.target, attempt + 1) from None
+                log.info("%s unavailable (%s); retrying in %.2f s", self.target, err.details(), self._delay(attempt))
+                time.sleep(self._delay(attempt))
+            except BaseException:
+                call.cancel()  # a failing callback or Ctrl-C: the server stops the stream's work
+                raise
+        raise AssertionError("unreachable")
+
+
+class AsyncClient(_Base):
+    """`Client` on `grpc.aio`: the same verbs, awaited. Make it inside the event loop that uses it.
+    `on_block` and `on_progress` may be plain functions or coroutine functions."""
+
+    def _open(self, target: str, credentials: grpc.ChannelCredentials | None) -> grpc.aio.Channel:
+        if credentials is not None:
+            return grpc.aio.secure_channel(target, credentials, options=_CHANNEL_OPTIONS)
+        return grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def separate(
+        self,
+        audio: np.ndarray,
+        sample_rate: int,
+        description: str,
+        spans: Iterable[SpanLike] = (),
+        on_progress: ProgressFn | None = None,
+        **options: Unpack[SeparationOptions],
+    ) -> Stems:
+        frames, spans = self._prepare_array(audio, sample_rate, spans)
+        config = _config(description, spans, sample_rate, frames.shape[1], options)
+        blocks, on_block = _collect(None)
+        summary = await self._run(
+            config, lambda: _array_blocks(frames, self._block_frames(sample_rate)), on_block, on_progress
+        )
+        return _stems(blocks, frames.shape[1], summary, flat=np.ndim(audio) == 1)
+
+    async def separate_file(
+        self,
+        path: str | Path,
+        description: str,
+        spans: Iterable[SpanLike] = (),
+        *,
+        start: float | None = None,
+        duration: float | None = None,
+        on_progress: ProgressFn | None = None,
+        on_block: BlockFn | None = None,
+        **options: Unpack[SeparationOptions],
+    ) -> Stems | Summary:
+        """As `Client.separate_file`; the file is read in a worker thread so the event loop never waits on disk."""
+        region, spans = self._prepare_file(path, start, duration, spans)
+        config = _config(description, spans, region.sample_rate, region.channels, options)
+        blocks, sink = _collect(on_block)
+        summary = await self._run(
+            config, lambda: read_blocks(region, self._block_frames(region.sample_rate)), sink, on_progress
+        )
+        return summary if on_block is not None else _stems(blocks, region.channels, summary, flat=False)
+
+    async def info(self) -> ServerInfo:
+        check = self._channel.unary_unary(_HEALTH_CHECK)
+        for attempt in range(self.retries + 1):
+            try:
+                try:
+                    health = _health(await check(b"", metadata=self._metadata))
+                except grpc.RpcError as err:
+                    if err.code() != grpc.StatusCode.UNIMPLEMENTED:
+                        raise
+                    health = "NO_HEALTH_SERVICE"
+                response = await self._stub.GetInfo(pb.GetInfoRequest(), metadata=self._metadata)
+                return _info(response, health, self.target)
+            except grpc.RpcError as err:
+                if not _retryable(err, False) or attempt == self.retries:
+                    raise ServerError.from_rpc(err, self.target, attempt + 1) from None
+                await asyncio.sleep(self._delay(attempt))
+        raise AssertionError("unreachable")
+
+    async def _run(
+        self,
+        config: pb.SeparationConfig,
+        make_blocks: Callable[[], Iterable[np.ndarray]],
+        on_block: BlockFn,
+        on_progress: ProgressFn | None,
+    ) -> Summary:
+        for attempt in range(self.retries + 1):
+            outgoing = _Outgoing(config, make_blocks())
+            incoming = _Incoming(config.channel_count, self.target, on_block, on_progress)
+            call = self._stub.Separate(outgoing.aiter(), metadata=self._metadata)
+            try:
+                async for response in call:
+                    returned = incoming.feed(response)
+                    if inspect.isawaitable(returned):
+                        await returned
+                return incoming.result(outgoing.frames)
+            except grpc.RpcError as err:
+                if outgoing.error is not None:
+                    raise outgoing.error from None
+                if not _retryable(err, incoming.started) or attempt == self.retries:
+                    raise ServerError.from_rpc(err, self.target, attempt + 1) from None
+                log.info("%s unavailable (%s); retrying in %.2f s", self.target, err.details(), self._delay(attempt))
+                await asyncio.sleep(self._delay(attempt))
+            except BaseException:
+                call.cancel()
+                raise
+        raise AssertionError("unreachable")

@@ -1,0 +1,349 @@
+"""The `samaudio` command line, run from the thin install (no torch) against a real server on loopback.
+
+The thin install is a venv of its own: CI makes it and names its python in SAMAUDIO_THIN_PYTHON; without it
+the session makes one (`pip install <repo>`, no extras). Commands that need the model stack (`--local`,
+`demo`) run from this interpreter instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from samaudio_client import Client
+from server_fixtures import (  # noqa: F401 - fixtures are used by name
+    CHUNK_SECONDS,
+    OVERLAP_SECONDS,
+    SOLVER_STEPS,
+    golden_server,
+    make_audio,
+    start_server,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["--chunk-seconds", str(CHUNK_SECONDS), "--overlap-seconds", str(OVERLAP_SECONDS), "--steps", str(SOLVER_STEPS)]
+OPTIONS = {"chunk_seconds": CHUNK_SECONDS, "overlap_seconds": OVERLAP_SECONDS, "solver_steps": SOLVER_STEPS}
+
+
+@pytest.fixture(scope="session")
+def thin_python(tmp_path_factory) -> str:
+    python = os.environ.get("SAMAUDIO_THIN_PYTHON")
+    if not python:
+        folder = tmp_path_factory.mktemp("venv-thin")
+        venv.create(folder, with_pip=True)
+        python = str(folder / "bin" / "python")
+        subprocess.run([python, "-m", "pip", "install", "-q", str(ROOT)], check=True)
+    return python
+
+
+def run(python: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    environment = {k: v for k, v in os.environ.items() if k not in ("SAMAUDIO_TOKEN", "SAMAUDIO_SERVER")}
+    # The command shares the cores with the server in this process; torch threads of both waiting on each other
+    # at every op would slow a tiny model down by orders of magnitude.
+    environment.setdefault("OMP_NUM_THREADS", "1")
+    environment.update(env or {})
+    return subprocess.run(
+        [python, "-m", "samaudio_client.cli", *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=300,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def server(golden_server) -> str:
+    return f"127.0.0.1:{golden_server[1]}"
+
+
+@pytest.fixture
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write(path: Path, seconds: float, rate: int, channels: int, seed: int = 0) -> np.ndarray:
+    audio = make_audio(seconds, rate, channels, seed)
+    sf.write(path, audio, rate, subtype="FLOAT")
+    return audio
+
+
+def test_the_thin_install_has_no_torch(thin_python):
+    no_torch = subprocess.run([thin_python, "-c", "import torch"], capture_output=True, check=False)
+    everything = "import sys, samaudio_client.cli as cli; cli.build_parser(); assert 'torch' not in sys.modules"
+    client = subprocess.run([thin_python, "-c", everything], check=False)
+
+    assert no_torch.returncode != 0
+    assert client.returncode == 0
+
+
+@pytest.mark.parametrize(("rate", "channels"), [(44100, 2), (48000, 1)], ids=["stereo-44k1", "mono-48k"])
+def test_separate_writes_both_stems_at_the_inputs_rate_channels_and_length(
+    thin_python, server, tmp_path, rate, channels
+):
+    audio = write(tmp_path / "take.wav", 1.13, rate, channels)
+
+    result = run(thin_python, "separate", str(tmp_path / "take.wav"), "--text", "a chirp", "--server", server, *FAST)
+
+    assert result.returncode == 0, result.stderr
+    target, residual = tmp_path / "take.target.wav", tmp_path / "take.residual.wav"
+    assert result.stdout.split() == [str(target), str(residual)]
+    for path in (target, residual):
+        info = sf.info(path)
+        assert (info.samplerate, info.channels, info.frames) == (rate, channels, len(audio))
+
+
+@pytest.mark.parametrize(("rate", "channels"), [(44100, 2), (48000, 1)], ids=["stereo-44k1", "mono-48k"])
+def test_start_and_duration_write_the_regions_exact_length(thin_python, server, tmp_path, rate, channels):
+    write(tmp_path / "take.wav", 1.9, rate, channels)
+
+    result = run(
+        thin_python,
+        "separate",
+        str(tmp_path / "take.wav"),
+        "--text",
+        "a chirp",
+        "--start",
+        "0.731",
+        "--duration",
+        "0.934",
+        "--server",
+        server,
+        "--out-dir",
+        str(tmp_path / "out"),
+        *FAST,
+    )
+
+    assert result.returncode == 0, result.stderr
+    for stem in ("target", "residual"):
+        info = sf.info(tmp_path / "out" / f"take.{stem}.wav")
+        assert (info.samplerate, info.channels, info.frames) == (rate, channels, round(0.934 * rate))
+
+
+def test_the_written_stems_are_the_clients_stems_with_spans_on_the_files_timeline(thin_python, server, tmp_path):
+    write(tmp_path / "take.wav", 1.6, 44100, 2, seed=3)
+    spans = ["--span", "+0.9:1.3", "--span", "-0.5:0.7"]  # the second as the issue writes it
+
+    result = run(
+        thin_python,
+        "separate",
+        str(tmp_path / "take.wav"),
+        "--text",
+        "a chirp",
+        *spans,
+        "--start",
+        "0.4",
+        "--duration",
+        "1.1",
+        "--server",
+        server,
+        *FAST,
+    )
+
+    assert result.returncode == 0, result.stderr
+    with Client(server) as client:
+        stems = client.separate_file(
+            tmp_path / "take.wav", "a chirp", ["+0.9:1.3", "-0.5:0.7"], start=0.4, duration=1.1, **OPTIONS
+        )
+        unprompted = client.separate_file(tmp_path / "take.wav", "a chirp", start=0.4, duration=1.1, **OPTIONS)
+    target, _ = sf.read(tmp_path / "take.target.wav", dtype="float32")
+    residual, _ = sf.read(tmp_path / "take.residual.wav", dtype="float32")
+    np.testing.assert_array_equal(target, stems.target)  # 32-bit float WAV keeps the stems exactly
+    np.testing.assert_array_equal(residual, stems.residual)
+    assert not np.array_equal(target, unprompted.target)  # the spans reached the server
+
+
+def test_flac_output_has_the_inputs_rate_channels_and_length(thin_python, server, tmp_path):
+    audio = write(tmp_path / "take.wav", 0.9, 44100, 2)
+
+    args = ["separate", str(tmp_path / "take.wav"), "--text", "x", "--format", "flac", "--quiet", *FAST]
+    result = run(thin_python, *args, "--server", server)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""  # --quiet: no bar, no summary
+    info = sf.info(tmp_path / "take.target.flac")
+    assert (info.format, info.samplerate, info.channels, info.frames) == ("FLAC", 44100, 2, len(audio))
+
+
+def test_the_progress_bar_and_summary_go_to_stderr(thin_python, server, tmp_path):
+    write(tmp_path / "take.wav", 0.8, 48000, 1)
+
+    result = run(thin_python, "separate", str(tmp_path / "take.wav"), "--text", "x", "--server", server, *FAST)
+
+    assert result.returncode == 0, result.stderr
+    assert "take.wav: 100%" in result.stderr and "0.800 s, 1 ch, 48000 Hz separated" in result.stderr
+
+
+def test_info_prints_health_models_and_limits(thin_python, server):
+    text = run(thin_python, "info", "--server", server)
+    as_json = run(thin_python, "info", "--server", server, "--json")
+
+    assert text.returncode == as_json.returncode == 0, text.stderr + as_json.stderr
+    assert "health    SERVING" in text.stdout and "model     golden (default): 48000 Hz" in text.stdout
+    assert "limit     max_stream_seconds" in text.stdout
+    info = json.loads(as_json.stdout)
+    assert info["health"] == "SERVING" and info["models"][0]["name"] == "golden"
+
+
+def test_a_wrong_token_exits_3_with_the_servers_message(thin_python, golden_model, golden_processor, tmp_path):
+    write(tmp_path / "take.wav", 0.5, 48000, 1)
+    srv, port = start_server(golden_model, golden_processor, token="s3cret")
+    try:
+        args = ["separate", str(tmp_path / "take.wav"), "--text", "x", "--server", f"127.0.0.1:{port}", *FAST]
+        wrong = run(thin_python, *args, "--token", "nope")
+        from_env = run(thin_python, *args, env={"SAMAUDIO_TOKEN": "s3cret"})
+    finally:
+        srv.stop(0)
+
+    assert wrong.returncode == 3
+    assert "UNAUTHENTICATED" in wrong.stderr and "wrong token" in wrong.stderr
+    assert from_env.returncode == 0, from_env.stderr
+
+
+def test_a_file_over_the_servers_limit_exits_3_and_leaves_no_partial_files(
+    thin_python, golden_model, golden_processor, tmp_path
+):
+    from samaudio_server.servicer import Limits
+
+    write(tmp_path / "take.wav", 2.0, 48000, 1)
+    srv, port = start_server(golden_model, golden_processor, limits=Limits(max_stream_seconds=1.0))
+    try:
+        args = ["separate", str(tmp_path / "take.wav"), "--text", "x", "--server", f"127.0.0.1:{port}", *FAST]
+        result = run(thin_python, *args)
+    finally:
+        srv.stop(0)
+
+    assert result.returncode == 3
+    assert "RESOURCE_EXHAUSTED" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["take.wav"]
+
+
+def test_a_server_that_is_down_exits_3_saying_so(thin_python, closed_port, tmp_path):
+    write(tmp_path / "take.wav", 0.5, 48000, 1)
+
+    args = ["separate", str(tmp_path / "take.wav"), "--text", "x", "--server", f"127.0.0.1:{closed_port}"]
+    result = run(thin_python, *args)
+
+    assert result.returncode == 3
+    assert "UNAVAILABLE" in result.stderr and f"is the server running at 127.0.0.1:{closed_port}?" in result.stderr
+
+
+def test_a_span_that_cannot_be_read_exits_2_naming_the_expected_form(thin_python, tmp_path):
+    result = run(thin_python, "separate", str(tmp_path / "take.wav"), "--text", "x", "--span", "1.2-3.4")
+
+    assert result.returncode == 2
+    assert "cannot read span '1.2-3.4'" in result.stderr and "e.g. +1.2:3.4 or -5:6" in result.stderr
+
+
+def test_a_span_outside_the_region_exits_2(thin_python, tmp_path):
+    write(tmp_path / "take.wav", 1.0, 48000, 1)
+
+    result = run(thin_python, "separate", str(tmp_path / "take.wav"), "--text", "x", "--span", "+0.8:1.5")
+
+    assert result.returncode == 2
+    assert "span +0.8:1.5 lies outside the separated region 0..1 s" in result.stderr
+
+
+def test_a_region_past_the_end_exits_2_with_the_longest_duration_that_fits(thin_python, tmp_path):
+    write(tmp_path / "take.wav", 1.0, 48000, 1)
+
+    args = ["separate", str(tmp_path / "take.wav"), "--text", "x", "--start", "0.5", "--duration", "0.8"]
+    result = run(thin_python, *args)
+
+    assert result.returncode == 2
+    assert "use --duration 0.500 or less" in result.stderr
+
+
+def test_a_missing_file_exits_2(thin_python, tmp_path):
+    result = run(thin_python, "separate", str(tmp_path / "nope.wav"), "--text", "x")
+
+    assert result.returncode == 2
+    assert "nope.wav: no such file" in result.stderr
+
+
+def test_no_text_and_no_positive_span_exits_2(thin_python, tmp_path):
+    write(tmp_path / "take.wav", 0.5, 48000, 1)
+
+    result = run(thin_python, "separate", str(tmp_path / "take.wav"), "--span", "-0.1:0.2")
+
+    assert result.returncode == 2
+    assert 'say what to separate: --text "snare drum"' in result.stderr
+
+
+def test_local_on_the_thin_install_says_to_install_the_server_extra(thin_python, golden_dir, tmp_path):
+    write(tmp_path / "take.wav", 0.5, 48000, 1)
+
+    args = ["separate", str(tmp_path / "take.wav"), "--text", "x", "--local", "--model", str(golden_dir)]
+    result = run(thin_python, *args)
+
+    assert result.returncode == 3
+    assert 'pip install "samaudio[server]"' in result.stderr
+
+
+def test_local_writes_the_same_stems_as_the_server(thin_python, server, golden_dir, tmp_path):
+    write(tmp_path / "take.wav", 1.1, 44100, 2, seed=8)
+    args = ["separate", str(tmp_path / "take.wav"), "--text", "a chirp", "--span", "+0.2:0.9", *FAST]
+
+    remote = run(thin_python, *args, "--server", server, "--out-dir", str(tmp_path / "remote"))
+    local = run(sys.executable, *args, "--local", "--model", str(golden_dir), "--out-dir", str(tmp_path / "local"))
+
+    assert remote.returncode == 0, remote.stderr
+    assert local.returncode == 0, local.stderr
+    for stem in ("target", "residual"):
+        a, _ = sf.read(tmp_path / "remote" / f"take.{stem}.wav", dtype="float32")
+        b, _ = sf.read(tmp_path / "local" / f"take.{stem}.wav", dtype="float32")
+        np.testing.assert_allclose(a, b, atol=1e-5)  # the server may batch windows differently
+
+
+def test_demo_runs_to_completion_and_says_the_model_is_untrained(tmp_path):
+    result = run(sys.executable, "demo", "--out-dir", str(tmp_path), "--seconds", "2")
+
+    assert result.returncode == 0, result.stderr
+    assert "UNTRAINED" in result.stderr
+    for stem in ("target", "residual"):
+        info = sf.info(tmp_path / f"demo-example.{stem}.wav")
+        assert (info.samplerate, info.channels, info.frames) == (44100, 2, 2 * 44100)
+    assert str(tmp_path / "demo-example.target.wav") in result.stdout
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory) -> tuple[Path, Path]:
+    """A self-signed certificate for localhost and 127.0.0.1 and its key (PEM files), made by openssl."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    ec_key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    names = ["-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"]
+    command = ["openssl", "req", "-x509", *ec_key, *names, "-days", "1", "-keyout", str(key), "-out", str(cert)]
+    subprocess.run(command, check=True, capture_output=True)
+    return cert, key
+
+
+def test_tls_ca_trusts_a_server_with_a_self_signed_certificate(
+    thin_python, golden_model, golden_processor, certificate, tmp_path
+):
+    cert, key = certificate
+    audio = write(tmp_path / "take.wav", 0.6, 48000, 2)
+    srv, port = start_server(golden_model, golden_processor, tls_cert=cert.read_bytes(), tls_key=key.read_bytes())
+    try:
+        args = ["separate", str(tmp_path / "take.wav"), "--text", "x", "--server", f"localhost:{port}", *FAST]
+        trusted = run(thin_python, *args, "--tls-ca", str(cert))
+        untrusted = run(thin_python, *args, "--tls")  # the system's roots do not know the certificate
+    finally:
+        srv.stop(0)
+
+    assert trusted.returncode == 0, trusted.stderr
+    assert sf.info(tmp_path / "take.target.wav").frames == len(audio)
+    assert untrusted.returncode == 3 and "UNAVAILABLE" in untrusted.stderr
