@@ -13,6 +13,17 @@ ROOT = Path(__file__).resolve().parents[1]
 GOLDEN_DIR = Path(os.environ.get("SAMAUDIO_GOLDEN", ROOT.parent / "shared" / "golden" / "public"))
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# The tiny test models are far too small to gain from intra-op threads, and the servers the tests start run
+# their own threads beside pytest's: one thread each keeps a 2-core machine from oversubscribing.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def pytest_configure(config):
+    try:
+        import torch
+    except ImportError:  # the thin install runs no model tests
+        return
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture(scope="session")
