@@ -15,6 +15,7 @@ does not fit), 3 the server or the engine failed (the message is on stderr), 130
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import os
@@ -275,14 +276,12 @@ def separate_remote(args: argparse.Namespace, jobs: list[Job]) -> None:
 
 
 def _import_engine() -> Any:
-    """The library and its streaming engine, or a clear LocalEngineMissing on a thin install."""
-    try:
-        import torch  # noqa: F401
-    except ImportError:
+    """The library's streaming engine, or a clear LocalEngineMissing on a thin install."""
+    if importlib.util.find_spec("torch") is None:
         raise LocalEngineMissing(
             f"running the model in this process needs torch and the model stack, which this install lacks: "
             f"{SERVER_EXTRA} (or separate on a server with --server HOST:PORT)"
-        ) from None
+        )
     import samaudio.streaming
 
     return samaudio.streaming
@@ -290,15 +289,11 @@ def _import_engine() -> Any:
 
 def separate_local(args: argparse.Namespace, jobs: list[Job]) -> None:
     streaming = _import_engine()
-    import torch
-
-    from samaudio import SAMAudio, SAMAudioProcessor
+    from samaudio_server import models
 
     model_name = args.model or _default_model()
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    log.info("loading %s on %s", model_name, device)
-    model = SAMAudio.from_pretrained(model_name, device=device)
-    processor = SAMAudioProcessor.from_pretrained(model_name)
+    model, processor = models.load(model_name)
+    device = model.device
     options = _options(args)
     steps = options.pop("solver_steps", None)
     if steps is not None:

@@ -45,17 +45,11 @@ def make_example(seconds: float, sample_rate: int = EXAMPLE_RATE, seed: int = 0)
 
 def build_model():
     """The demo-tiny model with random weights, reproducibly (seed 0), and its processor."""
-    import torch
-
-    from samaudio import SAMAudio, SAMAudioProcessor
-    from samaudio.model.config import get_preset
+    from samaudio_server import models
 
     # A model this small gains nothing from intra-op threads, and loses much when the cores are busy elsewhere
     # (threads wait for each other at every op).
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    model = SAMAudio.from_config(get_preset(PRESET).build_config(), random_text_encoder=True)
-    return model, SAMAudioProcessor(model.hop_length, model.sample_rate)
+    return models.build_untrained(PRESET, seed=0, threads=1)
 
 
 def run_demo(out_dir: Path, seconds: float = 4.0, quiet: bool = False) -> tuple[Path, Path]:
