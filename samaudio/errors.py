@@ -40,3 +40,11 @@ class StreamClosedError(SAMAudioError):
 
 class CancelledError(SAMAudioError):
     """A stream was cancelled while a window was pending."""
+
+
+class InvalidVideoError(InvalidRequestError):
+    """A masked video that cannot be used: an undecodable file, a wrong shape, masks that do not fit the frames."""
+
+
+class VideoTooLargeError(InvalidVideoError):
+    """A video whose bytes, as sent or decoded, exceed the caller's bound (a server's `max_video_bytes`)."""

@@ -9,11 +9,18 @@ Legend:
     L     samples of one item at 48 kHz; Lmax = the longest
     T     latent frames = max(sizes) = ceil(Lmax / hop)
     A     anchor slots = 2 + the most anchors of any item
-    N     video frames
+    N     video frames (as given or decoded); F frames of one item after selection = its latent frames
+
+Masked videos (visual prompting) are (N, 3, H, W) uint8 RGB tensors or video files, decoded with PyAV (the
+`av` package, part of the `[server]` extra) where the official processor uses torchcodec. One frame is picked
+per latent frame (40 ms): for a file, the frame whose presentation time is nearest to the latent frame's time
+(the earlier frame on ties); for a tensor, N frames assumed to span the item evenly. Files decode completely
+into memory: pass `max_bytes` to `decode_video` to bound what an untrusted file may take.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -29,21 +36,28 @@ from samaudio.errors import (
     InvalidAnchorError,
     InvalidAudioError,
     InvalidRequestError,
+    InvalidVideoError,
+    VideoTooLargeError,
 )
 from samaudio.model.config import SAMAudioConfig
 from samaudio.model.hub import CONFIG_NAME, resolve_folder
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SAMAudioProcessor", "Batch", "Anchor"]
+__all__ = ["SAMAudioProcessor", "Batch", "Anchor", "DecodedVideo", "decode_video", "nearest_frames", "latent_times"]
 
 Anchor = tuple[str, float, float]  # (sign, start_seconds, end_seconds); sign "+" present, "-" absent
 AudioInput = torch.Tensor | str | os.PathLike
+VideoInput = torch.Tensor | str | os.PathLike  # (N, 3, H, W) uint8 frames, or a video file
 
 # Anchor id table of the official model (an Embedding of num_anchors + 1 rows, padding_idx = <pad>).
 ANCHOR_IDS = {"<null>": 0, "+": 1, "-": 2, "<pad>": 3}
 NULL_SLOT, PAD_SLOT = 0, 1  # every item's ids start [<null>, <pad>]: alignment 0 = no prompt, 1 = padded frame
 USER_SIGNS = ("+", "-")
+# Two presentation times this close are equally near a latent frame's time; the earlier frame wins, as the
+# official argmin's "first index on ties" (float rounding of pts * time_base must not decide a tie).
+TIE_SECONDS = 1e-9
+FALLBACK_FRAME_SECONDS = 0.04  # duration of a file's last frame when the file states no rate or duration
 
 
 def min_audio_samples(hop_length: int) -> int:
@@ -134,6 +148,90 @@ def _check_anchor(anchor: Any, where: str) -> tuple[str, float, float]:
     if start >= end:
         raise InvalidAnchorError(f"{where} starts at {start} s, not before its end {end} s: give start < end")
     return sign, start, end
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Video files and frame selection
+
+
+@dataclass
+class DecodedVideo:
+    """A decoded video file: its frames in presentation order, their times, and where the video ends."""
+
+    frames: torch.Tensor  # (N, 3, H, W) uint8 RGB
+    times: torch.Tensor  # (N,) float64 presentation times in seconds, non-decreasing
+    end_seconds: float  # the last frame's time plus its duration
+
+
+def decode_video(source: str | os.PathLike | bytes, *, max_bytes: int | None = None) -> DecodedVideo:
+    """Decode every frame of the first video stream of a file (a path, or its bytes) with PyAV, as RGB.
+
+    Frames keep the size of the first one (a stream that changes size is scaled to it). `max_bytes` bounds the
+    decoded frames (N * H * W * 3): decoding stops with `VideoTooLargeError` once they would exceed it.
+    Raises `InvalidVideoError` for a file that is missing, not a video, or has no frames.
+    """
+    try:
+        import av
+    except ImportError as e:  # the thin client has no PyAV; the [server] extra brings it
+        raise ImportError("decoding video files needs PyAV: pip install av (part of samaudio[server])") from e
+
+    in_memory = isinstance(source, (bytes, bytearray, memoryview))
+    where = f"the video file ({len(source)} bytes)" if in_memory else f"video file {os.fspath(source)!r}"
+    frames: list[torch.Tensor] = []
+    times: list[float] = []
+    last_duration = None
+    try:
+        with av.open(io.BytesIO(bytes(source)) if in_memory else os.fspath(source), "r") as container:
+            if not container.streams.video:
+                raise InvalidVideoError(f"{where} holds no video stream: give a video file (e.g. MP4, MKV, WebM)")
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate
+            step = float(1 / rate) if rate else FALLBACK_FRAME_SECONDS  # seconds per frame, where pts are missing
+            size = None
+            for frame in container.decode(stream):
+                if size is None:
+                    size = (frame.height, frame.width)
+                H, W = size
+                if max_bytes is not None and (len(frames) + 1) * H * W * 3 > max_bytes:
+                    raise VideoTooLargeError(
+                        f"{where} decodes to more than {max_bytes} bytes of frames ({len(frames) + 1} frames of "
+                        f"{W}x{H} RGB so far): send a shorter or smaller video"
+                    )
+                rgb = frame.to_ndarray(format="rgb24", width=W, height=H)  # (H, W, 3)
+                frames.append(torch.from_numpy(rgb).permute(2, 0, 1))  # (3, H, W)
+                times.append(float(frame.time) if frame.time is not None else len(times) * step)
+                last_duration = float(frame.duration * frame.time_base) if frame.duration and frame.time_base else step
+    except av.FFmpegError as e:  # FFmpeg's errors: missing file, not a video, corrupt data
+        raise InvalidVideoError(
+            f"cannot decode {where}: {e}. Fix: give a video file FFmpeg reads (MP4, MKV, WebM, ...) or decoded "
+            "frames as a (frames, 3, height, width) uint8 tensor"
+        ) from e
+    if not frames:
+        raise InvalidVideoError(f"{where} has a video stream but no frames: give a video with at least one frame")
+    order = sorted(range(len(times)), key=times.__getitem__)  # presentation order (stable on equal times)
+    video = torch.stack([frames[i] for i in order])  # (N, 3, H, W)
+    t = torch.tensor([times[i] for i in order], dtype=torch.float64)  # (N,)
+    return DecodedVideo(frames=video, times=t, end_seconds=float(t[-1]) + last_duration)
+
+
+def nearest_frames(times: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """For each target time, the index of the frame whose time is nearest (the first such frame on ties).
+
+    times: (N,) non-decreasing seconds, N >= 1; targets: (K,) seconds -> (K,) int64. The official argmin of
+    |t - pts| over all frames, computed by bisection so that long videos need no (K, N) matrix.
+    """
+    times, targets = times.double(), targets.double()
+    N = times.shape[0]
+    right = torch.searchsorted(times, targets, side="left").clamp(max=N - 1)  # (K,) first frame at or after t
+    left = (right - 1).clamp(min=0)
+    earlier = (targets - times[left]) <= (times[right] - targets) + TIE_SECONDS
+    idx = torch.where(earlier, left, right)
+    return torch.searchsorted(times, times[idx], side="left")  # the first of frames with equal times
+
+
+def latent_times(frames: int, hop_length: int, sample_rate: int, first: int = 0) -> torch.Tensor:
+    """Times in seconds of latent frames [first, first + frames): k * hop / sr, (frames,) float64."""
+    return torch.arange(first, first + frames, dtype=torch.float64) * hop_length / sample_rate
 
 
 @dataclass
@@ -253,25 +351,42 @@ class SAMAudioProcessor:
         """Latent frames -> samples, f * hop."""
         return feature_idx * self.audio_hop_length
 
-    def mask_videos(self, videos: list[torch.Tensor], masks: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Black out the masked object: `video * (mask == 0)` per pair, the mask broadcasting over channels."""
+    def mask_videos(self, videos: list[VideoInput], masks: list[VideoInput]) -> list[torch.Tensor]:
+        """Black out the masked object: `video * (mask == 0)` per pair, the mask broadcasting over channels.
+
+        Videos and masks are tensors ((N, 3, H, W) uint8 and e.g. (N, 1, H, W) bool) or files, decoded whole
+        (a mask file as RGB frames, every channel compared with 0). As the official processor: pixels where the
+        mask is non-zero become 0, so a segmenter's object mask blacks the object out and keeps its context.
+        """
         if len(videos) != len(masks):
             raise InvalidRequestError(f"{len(videos)} videos but {len(masks)} masks: give one mask per video")
         out = []
         for i, (video, mask) in enumerate(zip(videos, masks)):
-            if not isinstance(video, torch.Tensor) or not isinstance(mask, torch.Tensor):
-                raise InvalidRequestError(
-                    f"videos[{i}] / masks[{i}] must be tensors (video (N, 3, H, W) uint8, mask (N, 1, H, W)); "
-                    "decoding video files is not supported: decode frames yourself"
-                )
+            video = self._video_tensor(video, f"videos[{i}]")
+            mask = self._video_tensor(mask, f"masks[{i}]", frames_only=False)
             try:
                 out.append(video * (mask == 0))
             except RuntimeError as e:
-                raise InvalidRequestError(
+                raise InvalidVideoError(
                     f"masks[{i}] of shape {tuple(mask.shape)} does not broadcast over videos[{i}] of shape "
                     f"{tuple(video.shape)}: give (N, 1, H, W) with the video's N, H, W"
                 ) from e
         return out
+
+    @staticmethod
+    def _video_tensor(video: VideoInput, where: str, frames_only: bool = True) -> torch.Tensor:
+        """A tensor as given, or a file's decoded frames (N, 3, H, W) uint8."""
+        if isinstance(video, (str, os.PathLike)):
+            return decode_video(video).frames
+        if not isinstance(video, torch.Tensor):
+            raise InvalidVideoError(
+                f"{where} is a {type(video).__name__}: give a (frames, 3, height, width) uint8 tensor or a video file"
+            )
+        if frames_only and (video.dim() != 4 or video.size(1) != 3 or video.size(0) == 0):
+            raise InvalidVideoError(
+                f"{where} has shape {tuple(video.shape)} but must be (N, 3, H, W) with N >= 1 RGB frames"
+            )
+        return video
 
     def _load(self, audio: AudioInput, where: str) -> torch.Tensor:
         """-> (channels, L) at the processor's rate."""
@@ -288,16 +403,18 @@ class SAMAudioProcessor:
         _check_audio(wav, where, self.audio_hop_length, self.audio_sampling_rate)
         return wav
 
-    def _select_frames(self, video: torch.Tensor, frames: int, where: str) -> torch.Tensor:
-        """N frames assumed to span the item evenly -> exactly `frames` of them (nearest, half to even)."""
-        if not isinstance(video, torch.Tensor):
-            raise InvalidRequestError(
-                f"{where} is a {type(video).__name__}: give a (N, 3, H, W) uint8 tensor (video files are not supported)"
-            )
-        if video.dim() != 4 or video.size(1) != 3 or video.size(0) == 0:
-            raise InvalidRequestError(
-                f"{where} has shape {tuple(video.shape)} but must be (N, 3, H, W) with N >= 1 RGB frames"
-            )
+    def _select_frames(self, video: VideoInput, frames: int, where: str) -> torch.Tensor:
+        """Exactly `frames` frames for an item of that many latent frames: (frames, 3, H, W).
+
+        A file: per latent frame k, the frame nearest in presentation time to k * hop / sr (the last frame
+        repeats past the end, as the official one). A tensor: N frames assumed to span the item evenly, indices
+        round(linspace(0, N - 1, frames)) (float32, half to even).
+        """
+        if isinstance(video, (str, os.PathLike)):
+            decoded = decode_video(video)
+            idx = nearest_frames(decoded.times, latent_times(frames, self.audio_hop_length, self.audio_sampling_rate))
+            return decoded.frames[idx]  # (frames, 3, H, W)
+        video = self._video_tensor(video, where)
         idx = torch.linspace(0, video.size(0) - 1, frames).round().long()  # (frames,) float32 linspace
         return video[idx.to(video.device)]  # (frames, 3, H, W)
 
@@ -306,10 +423,11 @@ class SAMAudioProcessor:
         descriptions: list[str],
         audios: list[AudioInput],
         anchors: list[list[Anchor]] | None = None,
-        masked_videos: list[torch.Tensor] | None = None,
+        masked_videos: list[VideoInput] | None = None,
     ) -> Batch:
         """One item per description: audios are (channels, samples) float tensors at the processor's rate
-        (used as given, channels averaged) or file paths (read, resampled, averaged)."""
+        (used as given, channels averaged) or file paths (read, resampled, averaged); masked videos are
+        (N, 3, H, W) uint8 tensors or video files (used as given: mask them first with `mask_videos`)."""
         for name, value in (("descriptions", descriptions), ("audios", audios)):
             if isinstance(value, (str, bytes, torch.Tensor)) or not isinstance(value, Sequence):
                 raise InvalidRequestError(f"{name} must be a list (one entry per item), got {type(value).__name__}")
@@ -327,6 +445,12 @@ class SAMAudioProcessor:
             got = len(anchors) if isinstance(anchors, Sequence) else type(anchors).__name__
             raise InvalidRequestError(
                 f"{got} anchor lists for {len(audios)} audios: give one list per item ([] for none), or None"
+            )
+        if masked_videos is not None and (
+            isinstance(masked_videos, (str, bytes, torch.Tensor)) or not isinstance(masked_videos, Sequence)
+        ):
+            raise InvalidVideoError(
+                f"masked_videos must be a list (one video per item), got {type(masked_videos).__name__}"
             )
         if masked_videos is not None and len(masked_videos) != len(audios):
             raise InvalidRequestError(f"{len(masked_videos)} masked videos for {len(audios)} audios: give one per item")

@@ -47,6 +47,14 @@ Choices and their reasons:
   processor's rule (`ceil(t * 48000 / 1920)`), clipped to each window and handed to it in window seconds
   (half a frame before each edge frame, so the processor's `ceil` finds exactly those frames again).
   A window that no anchor reaches gets none.
+- **A masked video** (`VideoPrompt`: frames with the object masked, and their times) prompts visually. Each
+  window gets, for each of its latent frames f, the frame shown nearest to f * 40 ms (the earlier one on ties),
+  which is the processor's rule for video files applied at absolute times, so windows agree where they
+  overlap. Latent frames at or after the video's end get no frame: the vision encoder pads each window's
+  features with zeros, as the official model pads a batch item's features past its frames, and zeros are
+  exactly what the model sees without a video. (The offline processor instead repeats a file's last frame
+  until the audio ends; a stream cannot know at the video's end that more audio will come.) A window's frames
+  ride in its `WindowJob`, the same for each channel; an empty description is allowed with a video.
 
 Default window: 10 s chunks overlapping by 2 s. Longer windows give the DiT more context (a sound's
 identity is clearer over seconds; attention cost grows with the square of the window) and need fewer
@@ -63,16 +71,18 @@ stream (later calls raise `StreamClosedError`), as `cancel()` does.
 
 Legend: ch channels, n frames at the input rate, L samples at 48 kHz, W / V / S window / overlap / stride in
 latent frames, H hop (samples per latent frame at 48 kHz), C codec latent channels, S_t text tokens,
-Dt text feature width.
+Dt text feature width, N video frames, F video frames of one window (<= W), Hv x Wv video frame size.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import functools
 import logging
 import math
 import numbers
+import os
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence, runtime_checkable
@@ -86,8 +96,10 @@ from samaudio.errors import (
     InvalidAnchorError,
     InvalidAudioError,
     InvalidRequestError,
+    InvalidVideoError,
     StreamClosedError,
 )
+from samaudio.processor import TIE_SECONDS, decode_video, latent_times, nearest_frames
 
 if TYPE_CHECKING:
     from samaudio.model.model import SAMAudio
@@ -103,6 +115,7 @@ __all__ = [
     "WindowWorker",
     "LocalWorker",
     "WindowPlan",
+    "VideoPrompt",
     "Progress",
     "frame_noise",
     "watermark_bits",
@@ -206,6 +219,109 @@ class WindowPlan:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# The visual prompt
+
+
+@dataclass(frozen=True)
+class VideoPrompt:
+    """A stream's masked video: frames with the sounding object masked, and when each is shown.
+
+    Times are seconds on the stream's clock (0 = its first frame of audio). Build one with `from_frames`
+    (frames at a constant rate) or `from_file` (a decoded file's presentation times, as stored).
+    """
+
+    frames: torch.Tensor  # (N, 3, Hv, Wv) uint8 RGB, the object already masked
+    times: torch.Tensor  # (N,) float64 seconds each frame is shown from, non-decreasing
+    end_seconds: float  # where the video ends: latent frames from here on get no frame (zero features)
+
+    def __post_init__(self):
+        v = self.frames
+        if not isinstance(v, torch.Tensor) or v.dim() != 4 or v.shape[1] != 3 or 0 in v.shape:
+            shape = tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
+            raise InvalidVideoError(f"video frames are {shape} but must be (frames, 3, height, width) RGB, none empty")
+        if v.dtype != torch.uint8:
+            raise InvalidVideoError(
+                f"video frames have dtype {v.dtype} but must be uint8 RGB 0..255: convert them, e.g. "
+                "(x * 255).round().clamp(0, 255).to(torch.uint8) for floats in [0, 1]"
+            )
+        t = self.times
+        if not isinstance(t, torch.Tensor) or t.shape != (v.shape[0],):
+            shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise InvalidVideoError(f"{v.shape[0]} video frames but times of shape {shape}: give one time per frame")
+        if not bool(torch.isfinite(t).all()) or bool((t[1:] < t[:-1]).any()):
+            raise InvalidVideoError("video frame times must be finite seconds in presentation (non-decreasing) order")
+        if not math.isfinite(self.end_seconds) or self.end_seconds <= float(t[-1]):
+            raise InvalidVideoError(
+                f"the video ends at {self.end_seconds} s, not after its last frame at {float(t[-1])} s: give the "
+                "last frame's time plus its duration"
+            )
+
+    @classmethod
+    def from_frames(
+        cls, frames: torch.Tensor, frames_per_second: float, masks: torch.Tensor | None = None
+    ) -> "VideoPrompt":
+        """Frames shown at a constant rate from 0 s: frame i at i / fps, the video ending at N / fps.
+
+        `masks` ((N, Hv, Wv) or (N, 1, Hv, Wv), non-zero on the object) black the object out, as
+        `SAMAudioProcessor.mask_videos` does; without them the frames are taken as masked already.
+        """
+        fps = frames_per_second
+        if isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not math.isfinite(fps) or fps <= 0:
+            raise InvalidVideoError(f"frames_per_second is {fps!r}: give the video's frame rate, a positive number")
+        n = frames.shape[0] if isinstance(frames, torch.Tensor) and frames.dim() else 0
+        times = torch.arange(n, dtype=torch.float64) / float(fps)  # (N,)
+        video = cls(frames=frames, times=times, end_seconds=n / float(fps))
+        return video if masks is None else video.with_masks(masks)
+
+    @classmethod
+    def from_file(
+        cls, source: "str | os.PathLike | bytes", masks: torch.Tensor | None = None, *, max_bytes: int | None = None
+    ) -> "VideoPrompt":
+        """A video file (a path or its bytes), decoded whole with PyAV; `masks` as in `from_frames`, one per
+        decoded frame. `max_bytes` bounds the decoded frames (`VideoTooLargeError` beyond)."""
+        decoded = decode_video(source, max_bytes=max_bytes)
+        video = cls(frames=decoded.frames, times=decoded.times, end_seconds=decoded.end_seconds)
+        return video if masks is None else video.with_masks(masks)
+
+    def with_masks(self, masks: torch.Tensor) -> "VideoPrompt":
+        """The same video with the object blacked out: `frames * (masks == 0)`, masks (N, Hv, Wv) or
+        (N, 1, Hv, Wv), non-zero on the object (the rule of `SAMAudioProcessor.mask_videos`)."""
+        if not isinstance(masks, torch.Tensor):
+            raise InvalidVideoError(f"masks is a {type(masks).__name__}: give a (frames, height, width) tensor")
+        m = masks.unsqueeze(1) if masks.dim() == 3 else masks  # (N, 1, Hv, Wv)
+        N, _, Hv, Wv = self.frames.shape
+        if m.dim() != 4 or tuple(m.shape) != (N, 1, Hv, Wv):
+            raise InvalidVideoError(
+                f"masks of shape {tuple(masks.shape)} do not fit video frames of shape {tuple(self.frames.shape)}: "
+                "give one (height, width) mask per frame, (frames, height, width)"
+            )
+        return dataclasses.replace(self, frames=self.frames * (m == 0))  # (N, 3, Hv, Wv), the object blacked out
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width) of the frames."""
+        return self.frames.shape[2], self.frames.shape[3]
+
+    @property
+    def frames_per_second(self) -> float:
+        """Average rate: frames over the time from the first frame to the end."""
+        return self.frames.shape[0] / (self.end_seconds - float(self.times[0]))
+
+    def window(self, first_frame: int, frames: int, hop: int, sample_rate: int) -> torch.Tensor:
+        """The frames of latent frames [first_frame, first_frame + frames): (F, 3, Hv, Wv), F <= frames.
+
+        Latent frame f gets the frame shown nearest to f * hop / sample_rate; frames from the video's end on get
+        none (so F < frames in the window where the video ends, 0 after it).
+        """
+        t = latent_times(frames, hop, sample_rate, first_frame)  # (frames,)
+        shown = int((t < self.end_seconds - TIE_SECONDS).sum())  # a prefix: times increase
+        idx = nearest_frames(self.times, t[:shown])  # (F,)
+        if shown and bool((idx == torch.arange(int(idx[0]), int(idx[0]) + shown)).all()):
+            return self.frames[int(idx[0]) : int(idx[0]) + shown]  # a view: one frame per latent frame (25 fps)
+        return self.frames[idx]  # (F, 3, Hv, Wv)
+
+
+# ----------------------------------------------------------------------------------------------------------
 # Work units and the worker interface
 
 
@@ -223,6 +339,9 @@ class WindowJob:
     ode_opt: dict[str, Any] | None = None  # torchdiffeq method/options; None = the model's default
     index: int = 0  # window index in its stream (k), for logs
     first_frame: int = 0  # absolute latent frame of the window's start
+    # (F, 3, Hv, Wv) uint8 masked frames of latent frames [first_frame, first_frame + F), F <= W (0 past the
+    # video's end); None when the stream has no video. The same frames prompt every channel.
+    masked_video: torch.Tensor | None = None
 
 
 @dataclass
@@ -261,12 +380,22 @@ def separate_windows(model: "SAMAudio", processor: "SAMAudioProcessor", jobs: Se
 
 
 def window_batch(processor: "SAMAudioProcessor", jobs: Sequence[WindowJob]) -> "Batch":
-    """The processor batch of `jobs`: one item per channel of each job, in order, each with its job's anchors."""
-    return processor(
+    """The processor batch of `jobs`: one item per channel of each job, in order, each with its job's anchors
+    and masked video frames."""
+    batch = processor(
         descriptions=[job.description for job in jobs for _ in range(job.audio.shape[0])],
         audios=[job.audio[c : c + 1] for job in jobs for c in range(job.audio.shape[0])],  # B x (1, W*H)
         anchors=[list(job.anchors) for job in jobs for _ in range(job.audio.shape[0])],
     )
+    if any(job.masked_video is not None for job in jobs):
+        # Set here, not through the processor, which would stretch F < W frames over the window. The encoder pads
+        # each item's features to the window with zeros, so a job without video (or past its video's end) gets
+        # exactly the zeros the model uses when no item has a video: results do not depend on the batch.
+        none = torch.zeros(0, 3, 1, 1, dtype=torch.uint8)
+        batch.masked_video = [
+            none if job.masked_video is None else job.masked_video for job in jobs for _ in range(job.audio.shape[0])
+        ]
+    return batch
 
 
 def _separate_group(model: "SAMAudio", processor: "SAMAudioProcessor", jobs: list[WindowJob]) -> list[WindowStems]:
@@ -461,6 +590,7 @@ class StreamingSeparator:
         max_batch: int = 4,
         on_progress: Progress | None = None,
         worker: WindowWorker | None = None,
+        video: VideoPrompt | None = None,
     ):
         self.plan = self.validate(
             model,
@@ -473,6 +603,7 @@ class StreamingSeparator:
             seed=seed,
             ode_opt=ode_opt,
             max_batch=max_batch,
+            video=video,
         )
         self.model = model
         self.description = description
@@ -483,6 +614,7 @@ class StreamingSeparator:
         self.ode_opt = ode_opt
         self.max_batch = int(max_batch)
         self.on_progress = on_progress
+        self.video = video  # freed when the stream closes
         self.worker: WindowWorker = worker if worker is not None else LocalWorker(model, processor)
 
         plan = self.plan
@@ -529,6 +661,7 @@ class StreamingSeparator:
         seed: int = 0,
         ode_opt: dict[str, Any] | None = None,
         max_batch: int = 4,
+        video: VideoPrompt | None = None,
     ) -> WindowPlan:
         """Check a stream's arguments without model work: named errors with the numbers and the fix.
 
@@ -549,10 +682,20 @@ class StreamingSeparator:
         if not isinstance(description, str):
             raise InvalidRequestError(f"description is a {type(description).__name__}: give a str")
         anchors = _check_anchors(anchors)
-        if not description.strip() and not anchors:
+        if video is not None:
+            if not isinstance(video, VideoPrompt):
+                raise InvalidVideoError(
+                    f"video is a {type(video).__name__}: give a VideoPrompt (VideoPrompt.from_frames or .from_file)"
+                )
+            if getattr(model, "vision_encoder", None) is None:
+                raise InvalidRequestError(
+                    "a masked video was given but the model was loaded without its vision encoder: load it with "
+                    "SAMAudio.from_pretrained(..., vision=True)"
+                )
+        if not description.strip() and not anchors and video is None:
             raise InvalidRequestError(
                 "the description is empty and there are no anchors: describe the sound to separate (e.g. 'a dog "
-                "barking') or mark where it is with anchors"
+                "barking'), mark where it is with anchors, or give a masked video"
             )
         hop, rate = model.hop_length, model.sample_rate
         fps = rate / hop  # latent frames per second (25)
@@ -688,6 +831,7 @@ class StreamingSeparator:
         self._den = torch.zeros(0)
         self._up = self._down = _StreamResampler(1, 1, 0)
         self._text = None
+        self.video = None
 
     def _fail(self, e: BaseException) -> None:
         if isinstance(e, CancelledError) or self._cancelled.is_set():
@@ -786,6 +930,7 @@ class StreamingSeparator:
             ode_opt=self.ode_opt,
             index=k,
             first_frame=f0,
+            masked_video=None if self.video is None else self.video.window(f0, plan.frames, plan.hop, plan.sample_rate),
         )
 
     def _window_anchors(self, f0: int) -> list[Anchor]:

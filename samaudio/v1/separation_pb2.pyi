@@ -44,8 +44,26 @@ class Anchor(_message.Message):
     end_seconds: float
     def __init__(self, sign: _Optional[_Union[AnchorSign, str]] = ..., start_seconds: _Optional[float] = ..., end_seconds: _Optional[float] = ...) -> None: ...
 
+class MaskedVideo(_message.Message):
+    __slots__ = ("width_pixels", "height_pixels", "frames_per_second", "rgb_frames", "encoded_file", "masks", "frame_count")
+    WIDTH_PIXELS_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_PIXELS_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    RGB_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    ENCODED_FILE_FIELD_NUMBER: _ClassVar[int]
+    MASKS_FIELD_NUMBER: _ClassVar[int]
+    FRAME_COUNT_FIELD_NUMBER: _ClassVar[int]
+    width_pixels: int
+    height_pixels: int
+    frames_per_second: float
+    rgb_frames: bytes
+    encoded_file: bytes
+    masks: bytes
+    frame_count: int
+    def __init__(self, width_pixels: _Optional[int] = ..., height_pixels: _Optional[int] = ..., frames_per_second: _Optional[float] = ..., rgb_frames: _Optional[bytes] = ..., encoded_file: _Optional[bytes] = ..., masks: _Optional[bytes] = ..., frame_count: _Optional[int] = ...) -> None: ...
+
 class SeparationConfig(_message.Message):
-    __slots__ = ("model", "description", "anchors", "sample_rate_hertz", "channel_count", "sample_format", "chunk_seconds", "overlap_seconds", "seed", "solver_steps", "stems")
+    __slots__ = ("model", "description", "anchors", "sample_rate_hertz", "channel_count", "sample_format", "chunk_seconds", "overlap_seconds", "seed", "solver_steps", "stems", "masked_video")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     ANCHORS_FIELD_NUMBER: _ClassVar[int]
@@ -57,6 +75,7 @@ class SeparationConfig(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     SOLVER_STEPS_FIELD_NUMBER: _ClassVar[int]
     STEMS_FIELD_NUMBER: _ClassVar[int]
+    MASKED_VIDEO_FIELD_NUMBER: _ClassVar[int]
     model: str
     description: str
     anchors: _containers.RepeatedCompositeFieldContainer[Anchor]
@@ -68,7 +87,8 @@ class SeparationConfig(_message.Message):
     seed: int
     solver_steps: int
     stems: _containers.RepeatedScalarFieldContainer[Stem]
-    def __init__(self, model: _Optional[str] = ..., description: _Optional[str] = ..., anchors: _Optional[_Iterable[_Union[Anchor, _Mapping]]] = ..., sample_rate_hertz: _Optional[int] = ..., channel_count: _Optional[int] = ..., sample_format: _Optional[_Union[SampleFormat, str]] = ..., chunk_seconds: _Optional[float] = ..., overlap_seconds: _Optional[float] = ..., seed: _Optional[int] = ..., solver_steps: _Optional[int] = ..., stems: _Optional[_Iterable[_Union[Stem, str]]] = ...) -> None: ...
+    masked_video: MaskedVideo
+    def __init__(self, model: _Optional[str] = ..., description: _Optional[str] = ..., anchors: _Optional[_Iterable[_Union[Anchor, _Mapping]]] = ..., sample_rate_hertz: _Optional[int] = ..., channel_count: _Optional[int] = ..., sample_format: _Optional[_Union[SampleFormat, str]] = ..., chunk_seconds: _Optional[float] = ..., overlap_seconds: _Optional[float] = ..., seed: _Optional[int] = ..., solver_steps: _Optional[int] = ..., stems: _Optional[_Iterable[_Union[Stem, str]]] = ..., masked_video: _Optional[_Union[MaskedVideo, _Mapping]] = ...) -> None: ...
 
 class SeparateRequest(_message.Message):
     __slots__ = ("config", "audio_content")
@@ -137,23 +157,25 @@ class GetInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "selected_by_default", "sample_rate_hertz", "default_chunk_seconds", "default_overlap_seconds", "default_solver_steps")
+    __slots__ = ("name", "selected_by_default", "sample_rate_hertz", "default_chunk_seconds", "default_overlap_seconds", "default_solver_steps", "masked_video_supported")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SELECTED_BY_DEFAULT_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_RATE_HERTZ_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_CHUNK_SECONDS_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_OVERLAP_SECONDS_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_SOLVER_STEPS_FIELD_NUMBER: _ClassVar[int]
+    MASKED_VIDEO_SUPPORTED_FIELD_NUMBER: _ClassVar[int]
     name: str
     selected_by_default: bool
     sample_rate_hertz: int
     default_chunk_seconds: float
     default_overlap_seconds: float
     default_solver_steps: int
-    def __init__(self, name: _Optional[str] = ..., selected_by_default: _Optional[bool] = ..., sample_rate_hertz: _Optional[int] = ..., default_chunk_seconds: _Optional[float] = ..., default_overlap_seconds: _Optional[float] = ..., default_solver_steps: _Optional[int] = ...) -> None: ...
+    masked_video_supported: bool
+    def __init__(self, name: _Optional[str] = ..., selected_by_default: _Optional[bool] = ..., sample_rate_hertz: _Optional[int] = ..., default_chunk_seconds: _Optional[float] = ..., default_overlap_seconds: _Optional[float] = ..., default_solver_steps: _Optional[int] = ..., masked_video_supported: _Optional[bool] = ...) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_streams", "max_stream_seconds", "min_sample_rate_hertz", "max_sample_rate_hertz", "max_channel_count", "max_request_bytes", "max_response_bytes", "max_solver_steps")
+    __slots__ = ("max_streams", "max_stream_seconds", "min_sample_rate_hertz", "max_sample_rate_hertz", "max_channel_count", "max_request_bytes", "max_response_bytes", "max_solver_steps", "max_video_bytes")
     MAX_STREAMS_FIELD_NUMBER: _ClassVar[int]
     MAX_STREAM_SECONDS_FIELD_NUMBER: _ClassVar[int]
     MIN_SAMPLE_RATE_HERTZ_FIELD_NUMBER: _ClassVar[int]
@@ -162,6 +184,7 @@ class Limits(_message.Message):
     MAX_REQUEST_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_RESPONSE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_SOLVER_STEPS_FIELD_NUMBER: _ClassVar[int]
+    MAX_VIDEO_BYTES_FIELD_NUMBER: _ClassVar[int]
     max_streams: int
     max_stream_seconds: float
     min_sample_rate_hertz: int
@@ -170,7 +193,8 @@ class Limits(_message.Message):
     max_request_bytes: int
     max_response_bytes: int
     max_solver_steps: int
-    def __init__(self, max_streams: _Optional[int] = ..., max_stream_seconds: _Optional[float] = ..., min_sample_rate_hertz: _Optional[int] = ..., max_sample_rate_hertz: _Optional[int] = ..., max_channel_count: _Optional[int] = ..., max_request_bytes: _Optional[int] = ..., max_response_bytes: _Optional[int] = ..., max_solver_steps: _Optional[int] = ...) -> None: ...
+    max_video_bytes: int
+    def __init__(self, max_streams: _Optional[int] = ..., max_stream_seconds: _Optional[float] = ..., min_sample_rate_hertz: _Optional[int] = ..., max_sample_rate_hertz: _Optional[int] = ..., max_channel_count: _Optional[int] = ..., max_request_bytes: _Optional[int] = ..., max_response_bytes: _Optional[int] = ..., max_solver_steps: _Optional[int] = ..., max_video_bytes: _Optional[int] = ...) -> None: ...
 
 class GetInfoResponse(_message.Message):
     __slots__ = ("models", "sample_formats", "limits", "server_version", "authentication_required")

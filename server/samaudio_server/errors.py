@@ -20,9 +20,11 @@ from samaudio.errors import (
     InvalidAnchorError,
     InvalidAudioError,
     InvalidRequestError,
+    InvalidVideoError,
     ModelUnavailableError,
     SAMAudioError,
     StreamClosedError,
+    VideoTooLargeError,
 )
 
 
@@ -50,6 +52,10 @@ class WorkerClosedError(ServerError):
     """The device worker was shut down (the server is stopping) before a window could run."""
 
 
+class VisionUnavailableError(ServerError):
+    """A masked video was sent but the served model was loaded without its vision encoder (no `--vision`)."""
+
+
 class UnauthenticatedError(ServerError):
     """The server needs `authorization: Bearer <token>` metadata and got none or a wrong one."""
 
@@ -61,6 +67,8 @@ STATUS_CODES: dict[type[BaseException], grpc.StatusCode] = {
     InvalidAnchorError: grpc.StatusCode.INVALID_ARGUMENT,
     InvalidRequestError: grpc.StatusCode.INVALID_ARGUMENT,  # empty description, chunk <= overlap, unknown model
     ConfigError: grpc.StatusCode.INVALID_ARGUMENT,
+    InvalidVideoError: grpc.StatusCode.INVALID_ARGUMENT,  # sizes, frame counts, masks that do not fit; bad files
+    VideoTooLargeError: grpc.StatusCode.RESOURCE_EXHAUSTED,  # more than max_video_bytes, as sent or decoded
     TooManyStreamsError: grpc.StatusCode.RESOURCE_EXHAUSTED,
     StreamTooLongError: grpc.StatusCode.RESOURCE_EXHAUSTED,
     DrainingError: grpc.StatusCode.UNAVAILABLE,
@@ -69,6 +77,7 @@ STATUS_CODES: dict[type[BaseException], grpc.StatusCode] = {
     CheckpointError: grpc.StatusCode.FAILED_PRECONDITION,
     ModelUnavailableError: grpc.StatusCode.FAILED_PRECONDITION,
     StreamClosedError: grpc.StatusCode.FAILED_PRECONDITION,
+    VisionUnavailableError: grpc.StatusCode.FAILED_PRECONDITION,  # the model is served without --vision
     CancelledError: grpc.StatusCode.CANCELLED,  # the client went away; the status only reaches logs
     concurrent.futures.CancelledError: grpc.StatusCode.CANCELLED,
 }

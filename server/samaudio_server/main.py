@@ -28,6 +28,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=50051, help="port to bind, 0 for any free one (default: %(default)s)")
     p.add_argument("--device", default=None, help="torch device, e.g. cuda, cuda:1, cpu (default: cuda if available)")
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="model dtype")
+    p.add_argument(
+        "--vision",
+        action="store_true",
+        help="load the vision encoder too, so streams may send a masked video (visual prompting; more memory)",
+    )
+    p.add_argument(
+        "--max-video-bytes",
+        type=int,
+        default=Limits.max_video_bytes,
+        help="largest masked video, as sent and decoded, 0 for no limit (default: %(default)s)",
+    )
     p.add_argument("--max-streams", type=int, default=Limits.max_streams, help="streams at once (default: %(default)s)")
     p.add_argument(
         "--max-seconds",
@@ -74,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     logger.info("loading %s on %s", args.model, device)
     try:
-        model = SAMAudio.from_pretrained(args.model, device=device, dtype=args.dtype)
+        model = SAMAudio.from_pretrained(args.model, device=device, dtype=args.dtype, vision=args.vision)
         processor = SAMAudioProcessor.from_pretrained(args.model)
     except SAMAudioError as e:
         sys.exit(
@@ -86,7 +97,9 @@ def main(argv: list[str] | None = None) -> None:
         model=model,
         processor=processor,
         model_name=_model_name(args.model),
-        limits=Limits(max_streams=args.max_streams, max_stream_seconds=args.max_seconds),
+        limits=Limits(
+            max_streams=args.max_streams, max_stream_seconds=args.max_seconds, max_video_bytes=args.max_video_bytes
+        ),
         defaults=Defaults(chunk_seconds=args.chunk_seconds, overlap_seconds=args.overlap_seconds),
         max_batch=args.max_batch,
         token=args.token or None,  # an empty SAMAUDIO_TOKEN means no token

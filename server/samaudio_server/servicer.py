@@ -2,8 +2,9 @@
 
 No model math here. Each stream runs in a gRPC thread: it reads the config, checks what only a server can
 check (request order, formats, limits), builds a `StreamingSeparator` whose windows go to the shared device
-worker, and turns bytes into (frames, channels) float32 arrays and stem blocks back into bytes. Library errors
-become status codes through `errors.STATUS_CODES`.
+worker, and turns bytes into (frames, channels) float32 arrays (a masked video into the library's
+`VideoPrompt`) and stem blocks back into bytes. Library errors become status codes through
+`errors.STATUS_CODES`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,14 @@ from typing import Any, Iterator
 import grpc
 import numpy as np
 
-from samaudio.errors import InvalidAnchorError, InvalidAudioError, InvalidRequestError, SAMAudioError
+from samaudio.errors import (
+    InvalidAnchorError,
+    InvalidAudioError,
+    InvalidRequestError,
+    InvalidVideoError,
+    SAMAudioError,
+    VideoTooLargeError,
+)
 from samaudio.v1 import separation_pb2 as pb
 from samaudio.v1 import separation_pb2_grpc as pb_grpc
 from samaudio_server.errors import (
@@ -27,6 +35,7 @@ from samaudio_server.errors import (
     ProtocolError,
     StreamTooLongError,
     TooManyStreamsError,
+    VisionUnavailableError,
     status_code,
 )
 from samaudio_server.worker import StreamWorker
@@ -50,6 +59,9 @@ class Limits:
     max_request_bytes: int = 8 * 1024 * 1024
     max_response_bytes: int = 1024 * 1024  # stem blocks are split to fit a client's default 4 MiB receive limit
     max_solver_steps: int = 128
+    # A masked video, as sent and as decoded frames (N x H x W x 3), held for the whole stream: 256 MiB is about
+    # 10 s of 25 fps video at 640 x 540. What is sent must also fit max_request_bytes. 0: no limit.
+    max_video_bytes: int = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -113,6 +125,56 @@ def decode_audio(data: bytes, fmt: int, channels: int) -> np.ndarray:
     return samples.astype(np.float32)  # native float32, a writable copy
 
 
+def decode_video(video: pb.MaskedVideo, max_bytes: int) -> Any:
+    """A `MaskedVideo` message -> the library's `VideoPrompt` (raw frames or a decoded file, masks applied).
+
+    `max_bytes` (0: no limit) bounds the bytes sent and the decoded frames. Runs on the server side (torch).
+    """
+    import torch
+
+    from samaudio.streaming import VideoPrompt
+
+    sent = len(video.rgb_frames) + len(video.encoded_file) + len(video.masks)
+    if max_bytes and sent > max_bytes:
+        raise VideoTooLargeError(
+            f"masked_video sends {sent} bytes, more than this server's limit of {max_bytes}: send a shorter or "
+            "smaller video, or an encoded file instead of raw frames"
+        )
+    source = video.WhichOneof("source")
+    if source is None:
+        raise InvalidVideoError("masked_video has neither rgb_frames nor encoded_file: set exactly one of them")
+    if source == "encoded_file":
+        prompt = VideoPrompt.from_file(video.encoded_file, max_bytes=max_bytes or None)
+    else:
+        W, H, fps = video.width_pixels, video.height_pixels, video.frames_per_second
+        if W < 1 or H < 1:
+            raise InvalidVideoError(
+                f"masked_video has width_pixels={W}, height_pixels={H}: give the size of the raw frames, both >= 1"
+            )
+        if not (math.isfinite(fps) and fps > 0):
+            raise InvalidVideoError(
+                f"masked_video has frames_per_second={fps}: give the frame rate of the raw frames, e.g. 25"
+            )
+        frame_bytes = W * H * 3
+        N, rest = divmod(len(video.rgb_frames), frame_bytes)
+        if rest or N == 0:
+            raise InvalidVideoError(
+                f"masked_video.rgb_frames holds {len(video.rgb_frames)} bytes, not a whole number of {W}x{H} RGB "
+                f"frames of {frame_bytes} bytes each: send frames x height x width x 3 bytes"
+            )
+        rgb = np.frombuffer(video.rgb_frames, np.uint8).reshape(N, H, W, 3)
+        prompt = VideoPrompt.from_frames(torch.from_numpy(rgb.transpose(0, 3, 1, 2).copy()), fps)  # (N, 3, H, W)
+    if video.masks:
+        N, (H, W) = prompt.frames.shape[0], prompt.size
+        if len(video.masks) != N * H * W:
+            raise InvalidVideoError(
+                f"masked_video.masks holds {len(video.masks)} bytes but the {N} frames of {W}x{H} need {N * H * W} "
+                "(one byte per pixel of every frame, non-zero on the object); send none when the frames are masked"
+            )
+        prompt = prompt.with_masks(torch.from_numpy(np.frombuffer(video.masks, np.uint8).reshape(N, H, W).copy()))
+    return prompt
+
+
 def encode_audio(frames: np.ndarray, fmt: int) -> bytes:
     """(frames, channels) float -> interleaved little-endian bytes in `fmt`."""
     if fmt == pb.SAMPLE_FORMAT_INT16_LE:
@@ -145,6 +207,11 @@ class SeparationServicer(pb_grpc.SeparationServiceServicer):
         self.authentication_required = authentication_required
         self.gate = StreamGate(limits.max_streams)
 
+    @property
+    def video_supported(self) -> bool:
+        """Whether the model was loaded with its vision encoder (takes masked videos)."""
+        return getattr(self.model, "vision_encoder", None) is not None
+
     # ------------------------------------------------------------------ GetInfo
 
     def GetInfo(self, request: pb.GetInfoRequest, context: grpc.ServicerContext) -> pb.GetInfoResponse:
@@ -158,6 +225,7 @@ class SeparationServicer(pb_grpc.SeparationServiceServicer):
                     default_chunk_seconds=self.defaults.chunk_seconds,
                     default_overlap_seconds=self.defaults.overlap_seconds,
                     default_solver_steps=self.defaults.solver_steps,
+                    masked_video_supported=self.video_supported,
                 )
             ],
             sample_formats=list(SAMPLE_DTYPES),
@@ -170,6 +238,7 @@ class SeparationServicer(pb_grpc.SeparationServiceServicer):
                 max_request_bytes=lim.max_request_bytes,
                 max_response_bytes=lim.max_response_bytes,
                 max_solver_steps=lim.max_solver_steps,
+                max_video_bytes=lim.max_video_bytes,
             ),
             server_version=self.version,
             authentication_required=self.authentication_required,
@@ -213,6 +282,8 @@ class SeparationServicer(pb_grpc.SeparationServiceServicer):
             got = "no request" if first is None else first.WhichOneof("streaming_request") or "an empty request"
             raise ProtocolError(f"the first request must carry the config, got {got}: send SeparationConfig first")
         config = self._effective_config(first.config)
+        video = self._masked_video(first.config, config) if first.config.HasField("masked_video") else None
+        del first  # the video's bytes: the stream keeps only its frames
         rate, channels, fmt = config.sample_rate_hertz, config.channel_count, config.sample_format
         max_frames = math.floor(self.limits.max_stream_seconds * rate) if self.limits.max_stream_seconds else None
 
@@ -232,6 +303,7 @@ class SeparationServicer(pb_grpc.SeparationServiceServicer):
             max_batch=self.max_batch,
             on_progress=lambda done, known: progress.append((done, known)),
             worker=worker,
+            video=video,
         )
 
         finished = threading.Event()
@@ -306,10 +378,16 @@ class SeparationServicer(pb_grpc.SeparationServiceServicer):
                     f"anchors[{i}] has sign {anchor.sign}: use ANCHOR_SIGN_POSITIVE (sound present) or "
                     "ANCHOR_SIGN_NEGATIVE (sound absent)"
                 )
-        if not config.description.strip() and not config.anchors:
+        has_video = config.HasField("masked_video")
+        if has_video and not self.video_supported:
+            raise VisionUnavailableError(
+                "this server's model was loaded without its vision encoder and takes no masked_video: send the "
+                "stream without it, or use a server started with --vision (GetInfo: masked_video_supported)"
+            )
+        if not config.description.strip() and not config.anchors and not has_video:
             raise InvalidRequestError(
-                "the description is empty and there are no anchors: describe the sound (e.g. 'snare drum') or "
-                "mark at least one span where it is present"
+                "the description is empty and there are no anchors: describe the sound (e.g. 'snare drum'), "
+                "mark at least one span where it is present, or send a masked_video"
             )
         if config.HasField("solver_steps") and not 1 <= config.solver_steps <= lim.max_solver_steps:
             raise InvalidRequestError(
@@ -331,7 +409,19 @@ class SeparationServicer(pb_grpc.SeparationServiceServicer):
         effective.solver_steps = config.solver_steps if config.HasField("solver_steps") else d.solver_steps
         if not stems:
             effective.stems[:] = [pb.STEM_TARGET, pb.STEM_RESIDUAL]
+        if has_video:  # the bytes stay with the request: the effective config reports the video's shape
+            effective.masked_video.ClearField("source")
+            effective.masked_video.ClearField("masks")
         return effective
+
+    def _masked_video(self, sent: pb.SeparationConfig, effective: pb.SeparationConfig) -> Any:
+        """The config's masked video as the library's `VideoPrompt`; its shape is reported in `effective`."""
+        video = decode_video(sent.masked_video, self.limits.max_video_bytes)
+        effective.masked_video.frame_count = video.frames.shape[0]
+        if sent.masked_video.WhichOneof("source") == "encoded_file":  # report what the file holds
+            effective.masked_video.height_pixels, effective.masked_video.width_pixels = video.size
+            effective.masked_video.frames_per_second = video.frames_per_second
+        return video
 
     def _ode_opt(self, steps: int) -> dict[str, Any] | None:
         if steps == self.defaults.solver_steps:
