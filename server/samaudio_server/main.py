@@ -76,17 +76,12 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit("samaudio-server: --tls-cert and --tls-key go together: give both for TLS, or neither")
     tls = [p.read_bytes() for p in (args.tls_cert, args.tls_key)] if args.tls_cert else [None, None]
 
-    import torch
-
-    from samaudio import SAMAudio, SAMAudioProcessor
     from samaudio.errors import SAMAudioError
+    from samaudio_server import models
     from samaudio_server.server import create_server
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    logger.info("loading %s on %s", args.model, device)
     try:
-        model = SAMAudio.from_pretrained(args.model, device=device, dtype=args.dtype, vision=args.vision)
-        processor = SAMAudioProcessor.from_pretrained(args.model)
+        model, processor = models.load(args.model, device=args.device, dtype=args.dtype, vision=args.vision)
     except SAMAudioError as e:
         sys.exit(
             f"samaudio-server: {e}\n--model takes a local folder (config.json + weights) or a hub id you can download."
