@@ -18,6 +18,8 @@ from samaudio_client.client import (
     StemBlock,
     Stems,
     Summary,
+    Video,
+    VideoError,
 )
 from samaudio_client.errors import SamaudioError, ServerError
 from samaudio_client.files import AudioFileError
@@ -38,5 +40,7 @@ __all__ = [
     "StemBlock",
     "Stems",
     "Summary",
+    "Video",
+    "VideoError",
     "parse_span",
 ]

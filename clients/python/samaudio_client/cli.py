@@ -1,6 +1,7 @@
 """`samaudio`: separate files on a samaudio server (or in-process), describe a server, run the demo.
 
     samaudio separate FILE... --text "snare drum" [--span +1.2:3.4] [--start S --duration D]
+                     [--video CLIP.mp4 [--video-masks MASKS.npy]]
                      [--server HOST:PORT | --local [--model NAME_OR_FOLDER]] [--out-dir DIR] [--format wav|flac]
     samaudio info [--server HOST:PORT] [--json]
     samaudio demo [--out-dir DIR]
@@ -8,8 +9,10 @@
 
 `separate` writes `<name>.target.<ext>` and `<name>.residual.<ext>` with the input's sample rate, channels and
 exact length (the region's with --start/--duration), prints their paths on stdout (target, then residual, per
-file), and shows progress on stderr. Exit codes: 0 done, 2 usage (bad arguments, unreadable input, a span that
-does not fit), 3 the server or the engine failed (the message is on stderr), 130 interrupted.
+file), and shows progress on stderr. `--video` sends a visual prompt (the clip, taken to start at the
+separated region's start) to a server started with `--vision`. Exit codes: 0 done, 2 usage (bad arguments,
+unreadable input, a span that does not fit), 3 the server or the engine failed (the message is on stderr),
+130 interrupted.
 """
 
 from __future__ import annotations
@@ -24,12 +27,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from samaudio.errors import SAMAudioError  # torch-free: the library's errors import nothing
 from samaudio_client.errors import SamaudioError
 from samaudio_client.files import FORMATS, AudioFileError, Region, StemWriter, read_blocks, stem_paths
 from samaudio_client.spans import Span, SpanError, parse_span, to_region
+
+if TYPE_CHECKING:
+    from samaudio_client.client import Video
 
 log = logging.getLogger("samaudio")
 
@@ -118,6 +124,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--start", type=_seconds, metavar="S", help="separate from S seconds into the file")
     p.add_argument("--duration", type=_positive(float), metavar="D", help="separate D seconds (default: to the end)")
+    p.add_argument(
+        "--video",
+        type=Path,
+        metavar="CLIP",
+        help="a visual prompt: a video file (MP4, MKV, WebM, ...; the server decodes it) showing the sounding "
+        "object, with the object masked (or see --video-masks). It is taken to start at the separated region's "
+        "start (--start, else the file's start), whatever its length. --text may then be empty. Needs a server "
+        "started with --vision; the same clip goes with every FILE",
+    )
+    p.add_argument(
+        "--video-masks",
+        type=Path,
+        metavar="FILE",
+        help="object masks for --video, one per decoded frame, non-zero on the sounding object (blacked out before "
+        "the model sees it): a .npy array (frames, height, width), or a raw file of one byte per pixel",
+    )
     where = p.add_mutually_exclusive_group()
     _add_connection(p, where)
     where.add_argument("--local", action="store_true", help=f"run the model in this process (needs {SERVER_EXTRA})")
@@ -165,20 +187,42 @@ class Job:
     region: Region
     spans: list[Span]  # on the region's timeline
     paths: tuple[Path, Path]  # target, residual
+    video: Video | None = None  # starts at the region's start
 
 
 def plan(args: argparse.Namespace) -> list[Job]:
     """Check every file and span before any work, so a typo fails fast with exit 2."""
-    if not args.text.strip() and not any(s.sign == "+" for s in args.span):
-        raise UsageError('say what to separate: --text "snare drum", or at least one positive --span +START:END')
+    if not args.text.strip() and not any(s.sign == "+" for s in args.span) and args.video is None:
+        raise UsageError(
+            'say what to separate: --text "snare drum", at least one positive --span +START:END, or a --video'
+        )
     if args.local and args.tls_ca is not None:
         raise UsageError("--local runs in this process: --tls-ca has no server to apply to")
+    video = _video(args)
     jobs = []
     for path in args.files:
         region = Region.of(path, args.start, args.duration)
         spans = to_region(args.span, region.start_seconds, region.seconds)
-        jobs.append(Job(region, spans, stem_paths(path, args.out_dir, args.format)))
+        jobs.append(Job(region, spans, stem_paths(path, args.out_dir, args.format), video))
     return jobs
+
+
+def _video(args: argparse.Namespace) -> Video | None:
+    """The --video prompt, read once for all files (the server decodes it; this install cannot)."""
+    if args.video is None:
+        if args.video_masks is not None:
+            raise UsageError("--video-masks marks the object in a --video: give the clip with --video")
+        return None
+    if args.local:
+        raise UsageError(
+            "--video runs on a server: visual prompting needs a server started with --vision, not --local"
+        )
+    from samaudio_client.client import Video, VideoError
+
+    try:
+        return Video.from_file(args.video, args.video_masks)
+    except VideoError as err:
+        raise UsageError(str(err)) from None
 
 
 class Progress:
@@ -263,6 +307,7 @@ def separate_remote(args: argparse.Namespace, jobs: list[Job]) -> None:
                 duration=args.duration,
                 on_block=lambda b: writer.write(b.start, b.target, b.residual),
                 on_progress=progress,
+                video=job.video,
                 **options,
             )
             s = summary.settings
@@ -356,6 +401,7 @@ def cmd_info(args: argparse.Namespace) -> None:
         print(
             f"model     {m.name}{' (default)' if m.default else ''}: {m.sample_rate} Hz, chunk {m.chunk_seconds:g} s, "
             f"overlap {m.overlap_seconds:g} s, {m.solver_steps} solver steps"
+            f"{', takes --video' if m.masked_video_supported else ''}"
         )
     print(f"formats   {', '.join(info.sample_formats)}")
     for name, value in info.limits.items():

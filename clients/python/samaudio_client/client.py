@@ -4,6 +4,7 @@
     stems = client.separate(audio, 44100, "snare drum", spans=["+1.2:3.4"])   # audio: (frames, channels)
     stems.target, stems.residual                                               # (frames, channels) float32
     client.separate_file("take.wav", "snare drum", start=12.0, duration=8.0, on_block=writer)
+    client.separate_file("take.wav", "", video=Video.from_file("take.mp4", masks="take-masks.npy"))  # visual prompt
 
 One `Separate` stream per call (see proto/samaudio/v1/separation.proto): the config, then the audio in
 blocks read lazily (from disk for files, so memory stays flat), while stem blocks come back as soon as they
@@ -38,6 +39,8 @@ __all__ = [
     "AsyncClient",
     "Stems",
     "StemBlock",
+    "Video",
+    "VideoError",
     "Summary",
     "Settings",
     "ServerInfo",
@@ -117,6 +120,7 @@ class ModelInfo:
     chunk_seconds: float
     overlap_seconds: float
     solver_steps: int
+    masked_video_supported: bool = False  # takes a `Video` (the server loaded the model's vision encoder)
 
 
 @dataclass(frozen=True)
@@ -140,6 +144,117 @@ class SeparationOptions(TypedDict, total=False):
     solver_steps: int  # ODE steps (two model evaluations each)
 
 
+class VideoError(SamaudioError):
+    """A video prompt that cannot be sent: an unreadable file, frames or masks of the wrong shape or type."""
+
+
+@dataclass(frozen=True, eq=False)
+class Video:
+    """A visual prompt: a video of the scene with the sounding object marked, sent with a separation's config.
+
+    The video starts at the first frame of audio sent (for `separate_file` with `start`, at the region's start),
+    whatever its own length. Exactly one source is set; build one with `from_file` (the file's bytes go out as
+    they are: the server decodes them, this client never does) or `from_frames` (raw RGB frames). `masks`
+    mark the object, one byte per pixel of every frame, non-zero on it: the server blacks those pixels out
+    before the model sees them; empty when the frames are masked already. Needs a model served with its vision
+    encoder (`ModelInfo.masked_video_supported`; `samaudio-server --vision`), else the call fails with
+    FAILED_PRECONDITION.
+    """
+
+    encoded_file: bytes | None = None  # a video file (MP4, MKV, WebM, ...) as stored
+    rgb_frames: np.ndarray | None = None  # (N, H, W, 3) uint8, frame i shown from i / frames_per_second
+    frames_per_second: float = 0.0  # of rgb_frames; an encoded file's own times are used
+    masks: bytes = b""  # N * H * W bytes in frame, row, pixel order (H, W as decoded for a file)
+
+    def __post_init__(self) -> None:
+        if (self.encoded_file is None) == (self.rgb_frames is None):
+            raise VideoError(
+                "a Video needs exactly one of encoded_file and rgb_frames: use Video.from_file or Video.from_frames"
+            )
+
+    @classmethod
+    def from_file(cls, path: str | Path, masks: np.ndarray | str | Path | None = None) -> Video:
+        """The video file at `path`, sent as stored. `masks`: an array (frames, height, width) of the decoded
+        frames, non-zero on the object, or a file of them: `.npy` holding such an array, else raw bytes."""
+        data = _read(path, "video")
+        if not data:
+            raise VideoError(f"video file {path} is empty: give a video file (MP4, MKV, WebM, ...)")
+        if masks is None:
+            mask_bytes = b""
+        elif isinstance(masks, (str, Path)):
+            mask_bytes = _mask_file(Path(masks))
+        else:
+            mask_bytes = _mask_bytes(np.asarray(masks), None)
+        return cls(encoded_file=data, masks=mask_bytes)
+
+    @classmethod
+    def from_frames(cls, frames: np.ndarray, frames_per_second: float, masks: np.ndarray | None = None) -> Video:
+        """Raw frames `(N, H, W, 3)` uint8 RGB shown from 0 s at `frames_per_second`; `masks` `(N, H, W)`,
+        non-zero on the object."""
+        frames = np.asarray(frames)
+        if frames.ndim != 4 or frames.shape[3] != 3 or 0 in frames.shape:
+            first = frames.ndim == 4 and frames.shape[1] == 3
+            hint = " (channels first? use frames.transpose(0, 2, 3, 1))" if first else ""
+            raise VideoError(
+                f"video frames of shape {frames.shape}: give (frames, height, width, 3) RGB, none empty{hint}"
+            )
+        if frames.dtype != np.uint8:
+            raise VideoError(
+                f"video frames of dtype {frames.dtype}: give uint8 RGB 0..255, e.g. "
+                "(x * 255).round().clip(0, 255).astype(np.uint8) for floats in [0, 1]"
+            )
+        fps = float(frames_per_second)
+        if not (np.isfinite(fps) and fps > 0):
+            raise VideoError(f"frames_per_second={frames_per_second}: give the frames' rate, a number > 0, e.g. 25")
+        mask_bytes = b"" if masks is None else _mask_bytes(np.asarray(masks), frames.shape[:3])
+        return cls(rgb_frames=np.ascontiguousarray(frames), frames_per_second=fps, masks=mask_bytes)
+
+    def message(self) -> pb.MaskedVideo:
+        """The `SeparationConfig.masked_video` this video goes out as."""
+        if self.encoded_file is not None:
+            return pb.MaskedVideo(encoded_file=self.encoded_file, masks=self.masks)
+        N, H, W, _ = self.rgb_frames.shape
+        return pb.MaskedVideo(
+            width_pixels=W,
+            height_pixels=H,
+            frames_per_second=self.frames_per_second,
+            rgb_frames=self.rgb_frames.tobytes(),  # frame, row, pixel, R G B
+            masks=self.masks,
+        )
+
+
+def _read(path: str | Path, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise VideoError(f"{path}: no such {what} file") from None
+    except OSError as err:
+        raise VideoError(f"{path}: cannot read the {what} file: {err.strerror or err}") from None
+
+
+def _mask_bytes(masks: np.ndarray, shape: tuple[int, ...] | None) -> bytes:
+    """(N, H, W) masks, non-zero on the object -> one byte per pixel; `shape` the frames' (N, H, W) when known."""
+    if masks.ndim != 3 or (shape is not None and masks.shape != shape):
+        want = f"{shape}, one per frame" if shape is not None else "(frames, height, width)"
+        raise VideoError(f"video masks of shape {masks.shape}: give {want}, non-zero on the object")
+    return (masks != 0).astype(np.uint8).tobytes()  # (N, H, W) 0/1
+
+
+def _mask_file(path: Path) -> bytes:
+    if path.suffix.lower() != ".npy":
+        data = _read(path, "mask")
+        if not data:
+            raise VideoError(f"mask file {path} is empty: give one byte per pixel of every frame, or a .npy array")
+        return data
+    try:
+        masks = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise VideoError(f"{path}: no such mask file") from None
+    except (OSError, ValueError) as err:
+        raise VideoError(f"{path}: not a .npy array of masks (frames, height, width): {err}") from None
+    return _mask_bytes(masks, None)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Messages in and out, shared by the sync and async clients
 
@@ -150,6 +265,7 @@ def _config(
     sample_rate: int,
     channels: int,
     options: SeparationOptions,
+    video: Video | None = None,
 ) -> pb.SeparationConfig:
     unknown = sorted(set(options) - set(SeparationOptions.__annotations__))
     if unknown:
@@ -174,6 +290,10 @@ def _config(
     for name in ("chunk_seconds", "overlap_seconds", "seed", "solver_steps"):
         if options.get(name) is not None:
             setattr(config, name, options[name])
+    if video is not None:
+        if not isinstance(video, Video):
+            raise TypeError(f"video is a {type(video).__name__}: give a Video (Video.from_file or Video.from_frames)")
+        config.masked_video.CopyFrom(video.message())
     return config
 
 
@@ -329,6 +449,7 @@ def _info(response: pb.GetInfoResponse, health: str, target: str) -> ServerInfo:
                 m.default_chunk_seconds,
                 m.default_overlap_seconds,
                 m.default_solver_steps,
+                m.masked_video_supported,
             )
             for m in response.models
         ],
@@ -435,11 +556,15 @@ class Client(_Base):
         description: str,
         spans: Iterable[SpanLike] = (),
         on_progress: ProgressFn | None = None,
+        *,
+        video: Video | None = None,
         **options: Unpack[SeparationOptions],
     ) -> Stems:
-        """Separate `audio` `(frames, channels)` (or `(frames,)`) at `sample_rate` Hz; stems of the same shape."""
+        """Separate `audio` `(frames, channels)` (or `(frames,)`) at `sample_rate` Hz; stems of the same shape.
+
+        `video` is a visual prompt starting with the audio (`description` may then be empty)."""
         frames, spans = self._prepare_array(audio, sample_rate, spans)
-        config = _config(description, spans, sample_rate, frames.shape[1], options)
+        config = _config(description, spans, sample_rate, frames.shape[1], options, video)
         blocks, on_block = _collect(None)
         summary = self._run(
             config, lambda: _array_blocks(frames, self._block_frames(sample_rate)), on_block, on_progress
@@ -457,6 +582,7 @@ class Client(_Base):
         duration: float | None = None,
         on_progress: ProgressFn | None = None,
         on_block: None = None,
+        video: Video | None = None,
         **options: Unpack[SeparationOptions],
     ) -> Stems: ...
     @overload
@@ -470,6 +596,7 @@ class Client(_Base):
         duration: float | None = None,
         on_progress: ProgressFn | None = None,
         on_block: BlockFn,
+        video: Video | None = None,
         **options: Unpack[SeparationOptions],
     ) -> Summary: ...
 
@@ -483,6 +610,7 @@ class Client(_Base):
         duration: float | None = None,
         on_progress: ProgressFn | None = None,
         on_block: BlockFn | None = None,
+        video: Video | None = None,
         **options: Unpack[SeparationOptions],
     ) -> Stems | Summary:
         """Separate `[start, start + duration)` seconds of the file at `path` (default: all of it).
@@ -490,9 +618,10 @@ class Client(_Base):
         The file is read from disk block by block as the stream sends. Spans are on the file's timeline.
         Without `on_block` the stems are gathered and returned as `Stems`; with it each `StemBlock` goes to
         `on_block` as it arrives (write it out: memory stays flat) and the `Summary` is returned.
+        A `video` prompt starts at the region's start (`start`), not at the file's; `description` may then be empty.
         """
         region, spans = self._prepare_file(path, start, duration, spans)
-        config = _config(description, spans, region.sample_rate, region.channels, options)
+        config = _config(description, spans, region.sample_rate, region.channels, options, video)
         blocks, sink = _collect(on_block)
         summary = self._run(
             config, lambda: read_blocks(region, self._block_frames(region.sample_rate)), sink, on_progress
@@ -570,10 +699,12 @@ class AsyncClient(_Base):
         description: str,
         spans: Iterable[SpanLike] = (),
         on_progress: ProgressFn | None = None,
+        *,
+        video: Video | None = None,
         **options: Unpack[SeparationOptions],
     ) -> Stems:
         frames, spans = self._prepare_array(audio, sample_rate, spans)
-        config = _config(description, spans, sample_rate, frames.shape[1], options)
+        config = _config(description, spans, sample_rate, frames.shape[1], options, video)
         blocks, on_block = _collect(None)
         summary = await self._run(
             config, lambda: _array_blocks(frames, self._block_frames(sample_rate)), on_block, on_progress
@@ -590,11 +721,12 @@ class AsyncClient(_Base):
         duration: float | None = None,
         on_progress: ProgressFn | None = None,
         on_block: BlockFn | None = None,
+        video: Video | None = None,
         **options: Unpack[SeparationOptions],
     ) -> Stems | Summary:
         """As `Client.separate_file`; the file is read in a worker thread so the event loop never waits on disk."""
         region, spans = self._prepare_file(path, start, duration, spans)
-        config = _config(description, spans, region.sample_rate, region.channels, options)
+        config = _config(description, spans, region.sample_rate, region.channels, options, video)
         blocks, sink = _collect(on_block)
         summary = await self._run(
             config, lambda: read_blocks(region, self._block_frames(region.sample_rate)), sink, on_progress
