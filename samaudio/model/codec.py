@@ -134,7 +134,13 @@ class Snake1d(nn.Module):
         self.alpha = nn.Parameter(torch.ones(1, channels, 1))
 
     def forward(self, x: Tensor) -> Tensor:
-        return torch.addcmul(x, (self.alpha + 1e-9).reciprocal(), torch.sin(self.alpha * x).square())
+        inv_alpha = (self.alpha + 1e-9).reciprocal()
+        if torch.is_grad_enabled():
+            return torch.addcmul(x, inv_alpha, torch.sin(self.alpha * x).square())
+        # Inference: one temporary instead of four, the same arithmetic in the same order (#9). On a CPU the
+        # codec's activations are tens of MB per call, and every fresh buffer costs page faults.
+        y = torch.mul(x, self.alpha).sin_().square_()
+        return torch.addcmul(x, inv_alpha, y, out=y)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -154,7 +160,7 @@ class ResidualUnit(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        return x + self.block(x)
+        return self.block(x).add_(x)  # = x + block(x), into the block's fresh output (nothing saves it)
 
 
 class ELUResidualUnit(nn.Module):

@@ -216,7 +216,9 @@ class Attention(nn.Module):
 
     def _split(self, z: torch.Tensor) -> torch.Tensor:
         B, L, _ = z.shape
-        return z.view(B, L, self.head_dim, self.n_heads).permute(0, 3, 1, 2)  # (B, H, L, hd), a view
+        # Copied to contiguous heads: the strided view (channel stride H) would send qk-norm to its unfused
+        # path and attention to the math kernel, where contiguous heads get the fused and flash kernels (#9).
+        return z.view(B, L, self.head_dim, self.n_heads).permute(0, 3, 1, 2).contiguous()  # (B, H, L, hd)
 
     def forward(
         self,
@@ -252,7 +254,11 @@ class FeedForward(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.act(self.w1(x))  # (B, T, Fh)
+        h = self.w1(x)  # (B, T, Fh)
+        if self.w3 is not None and not torch.is_grad_enabled():
+            # Inference: gate in place, saving two (B, T, Fh) temporaries per layer (#9). Autograd needs them.
+            return self.w2(self.dropout(F.silu(h, inplace=True).mul_(self.w3(x))))  # (B, T, D)
+        h = self.act(h)
         if self.w3 is not None:
             h = h * self.w3(x)
         return self.w2(self.dropout(h))  # (B, T, D)
