@@ -126,6 +126,7 @@ __all__ = [
 Anchor = tuple[str, float, float]  # (sign, start_seconds, end_seconds), sign "+" present / "-" absent
 Progress = Callable[[int, int], None]  # on_progress(frames_done, frames_known), both at the input rate
 
+NOISE_CHUNK_FRAMES = 25  # latent frames drawn from one generator (1 s): see frame_noise
 WATERMARK_BITS = 16  # the codec's message length (dacvae NBITS)
 RESAMPLE_WIDTH = 6  # torchaudio's defaults (lowpass_filter_width, rolloff): the margins below depend on them
 RESAMPLE_ROLLOFF = 0.99
@@ -142,15 +143,23 @@ MAX_RESAMPLE_TAPS = 2**24
 def frame_noise(seed: int, first_frame: int, frames: int, width: int) -> torch.Tensor:
     """Starting noise of latent frames [first_frame, first_frame + frames): (frames, width) float32.
 
-    Row f is standard normal from a generator seeded by (seed, absolute frame f) alone, so any two windows
-    that share a frame share its noise.
+    Frames are drawn in absolute chunks of NOISE_CHUNK_FRAMES rows, chunk c from a generator seeded by
+    (seed, c) alone, so row f depends on (seed, f) only and any two windows that share a frame share its
+    noise. One generator per chunk rather than per row: seeding a generator costs ~25 us, ten times the draw.
     """
-    rows = [
-        np.random.Generator(np.random.PCG64(np.random.SeedSequence(_seed_entropy(seed), spawn_key=(0, f))))
-        .standard_normal(width, dtype=np.float32)
-        for f in range(first_frame, first_frame + frames)
-    ]
-    return torch.from_numpy(np.stack(rows)) if rows else torch.zeros(0, width)  # (frames, width)
+    if frames <= 0:
+        return torch.zeros(0, width)
+    K = NOISE_CHUNK_FRAMES
+    c0, c1 = first_frame // K, (first_frame + frames - 1) // K
+    block = np.concatenate(
+        [
+            np.random.Generator(np.random.PCG64(np.random.SeedSequence(_seed_entropy(seed), spawn_key=(2, c))))
+            .standard_normal((K, width), dtype=np.float32)
+            for c in range(c0, c1 + 1)
+        ]
+    )  # ((c1 - c0 + 1) * K, width)
+    a = first_frame - c0 * K
+    return torch.from_numpy(np.ascontiguousarray(block[a : a + frames]))  # (frames, width)
 
 
 def watermark_bits(seed: int) -> torch.Tensor:
@@ -208,14 +217,28 @@ class WindowPlan:
         return torch.sin(0.5 * math.pi * t).pow(2).float()  # (V*H,) rises from ~0 to ~1; flipped it is cos^2
 
     def weights(self, k: int) -> torch.Tensor:
-        """Overlap-add weights of window k: (W*H,) in (0, 1]; neighbours' weights sum to one over an overlap."""
+        """Overlap-add weights of window k: (W*H,) in (0, 1]; neighbours' weights sum to one over an overlap.
+
+        Read-only: every window but the first shares one tensor.
+        """
+        return self._weights_first if k == 0 else self._weights_rest
+
+    def _make_weights(self, first: bool) -> torch.Tensor:
         w = torch.ones(self.samples)
         n = self.overlap * self.hop
         if n:
-            if k > 0:
+            if not first:
                 w[:n] *= self._fade_in
             w[-n:] *= self._fade_in.flip(0)
         return w
+
+    @functools.cached_property
+    def _weights_first(self) -> torch.Tensor:
+        return self._make_weights(first=True)
+
+    @functools.cached_property
+    def _weights_rest(self) -> torch.Tensor:
+        return self._make_weights(first=False)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -630,6 +653,9 @@ class StreamingSeparator:
         self._up = _StreamResampler(self.sample_rate, plan.sample_rate, self.channels)
         self._down = _StreamResampler(plan.sample_rate, self.sample_rate, 2 * self.channels)  # target, residual
         self._y = torch.zeros(self.channels, 0)  # (ch, L) input at 48 kHz from sample _y_start on
+        self._y_pieces: list[torch.Tensor] = []  # (ch, m) input after _y, joined to it only when a window is cut
+        self._y_len = 0  # samples in _y and _y_pieces together
+        self._noise: tuple[int, torch.Tensor] | None = None  # (first frame, (W, 2C)) of the last window's noise
         self._y_start = 0
         self._next = 0  # next window to run
         self._acc = torch.zeros(2 * self.channels, 0)  # (2ch, L) weighted target, residual from _acc_start on
@@ -815,7 +841,7 @@ class StreamingSeparator:
     @property
     def held_samples(self) -> int:
         """Samples (per channel) held in the stream's buffers: bounded by a few windows, not by the stream."""
-        return self._up.held + self._y.shape[-1] + self._acc.shape[-1] + self._down.held
+        return self._up.held + self._y_len + self._acc.shape[-1] + self._down.held
 
     # ------------------------------------------------------------------ internals
 
@@ -828,6 +854,7 @@ class StreamingSeparator:
         self._closed = why
         # free the buffers; the counters stay for summaries
         self._y = self._acc = torch.zeros(0, 0)
+        self._y_pieces, self._y_len, self._noise = [], 0, None
         self._den = torch.zeros(0)
         self._up = self._down = _StreamResampler(1, 1, 0)
         self._text = None
@@ -852,13 +879,22 @@ class StreamingSeparator:
         return [(a, min(n, a + per)) for a in range(0, n, per)] or [(0, 0)]
 
     def _append_y(self, y: torch.Tensor) -> None:
+        # Pieces are kept as they come and joined once per window (_joined_y): joining on every push would copy
+        # the whole buffer each time, quadratic in the pushes per window.
         if y.shape[-1]:
-            self._y = torch.cat([self._y, y], dim=-1)
+            self._y_pieces.append(y)
+            self._y_len += y.shape[-1]
+
+    def _joined_y(self) -> torch.Tensor:
+        if self._y_pieces:
+            self._y = torch.cat([self._y, *self._y_pieces], dim=-1)
+            self._y_pieces = []
+        return self._y
 
     def _run(self, *, final: bool, drain: bool) -> list[torch.Tensor]:
         """Separate the windows that can run now, stitch them, and return newly final output pieces (2ch, m)."""
         plan, out = self.plan, []
-        y_end = self._y_start + self._y.shape[-1]
+        y_end = self._y_start + self._y_len
         length = self._up.n_out  # 48 kHz samples known so far (all of them once final)
         while True:
             ready, k = [], self._next
@@ -911,7 +947,7 @@ class StreamingSeparator:
         plan = self.plan
         a = plan.start(k) - self._y_start
         assert a >= 0, (k, plan.start(k), self._y_start)
-        audio = self._y[:, a : a + plan.samples]
+        audio = self._joined_y()[:, a : a + plan.samples]
         if audio.shape[-1] < plan.samples:  # the last window: zeros to the full length, always the same way
             audio = torch.nn.functional.pad(audio, (0, plan.samples - audio.shape[-1]))
         audio = audio.clone()  # (ch, W*H)
@@ -925,13 +961,26 @@ class StreamingSeparator:
             text_features=self._text[0],
             text_mask=self._text[1],
             anchors=self._window_anchors(f0),
-            noise=frame_noise(self.seed, f0, plan.frames, self._width),  # (W, 2C)
+            noise=self._window_noise(f0),  # (W, 2C)
             watermark_message=self._message,
             ode_opt=self.ode_opt,
             index=k,
             first_frame=f0,
             masked_video=None if self.video is None else self.video.window(f0, plan.frames, plan.hop, plan.sample_rate),
         )
+
+    def _window_noise(self, f0: int) -> torch.Tensor:
+        """frame_noise of the window at frame f0, reusing the rows the previous window already drew."""
+        W = self.plan.frames
+        if self._noise is not None and 0 < f0 - self._noise[0] < W:
+            prev_f0, prev = self._noise
+            kept = prev[f0 - prev_f0 :]  # (W - (f0 - prev_f0), 2C): rows are functions of (seed, frame) only
+            fresh = frame_noise(self.seed, prev_f0 + W, W - kept.shape[0], self._width)
+            noise = torch.cat([kept, fresh])
+        else:
+            noise = frame_noise(self.seed, f0, W, self._width)
+        self._noise = (f0, noise)
+        return noise  # (W, 2C)
 
     def _window_anchors(self, f0: int) -> list[Anchor]:
         """Anchors clipped to frames [f0, f0 + W), in window seconds that the processor maps back to those frames."""
@@ -953,10 +1002,11 @@ class StreamingSeparator:
             self._acc = torch.nn.functional.pad(self._acc, (0, grow))
             self._den = torch.nn.functional.pad(self._den, (0, grow))
         w = plan.weights(k)  # (W*H,)
-        both = torch.cat([stems.target, stems.residual]).float()  # (2ch, W*H)
-        if both.shape != (2 * self.channels, plan.samples):
-            raise RuntimeError(f"worker returned stems of shape {tuple(both.shape)} for window {k}")
-        self._acc[:, a:end] += both * w
+        ch = self.channels
+        for rows, stem in ((slice(0, ch), stems.target), (slice(ch, 2 * ch), stems.residual)):
+            if stem.shape != (ch, plan.samples):
+                raise RuntimeError(f"worker returned stems of shape {tuple(stem.shape)} for window {k}")
+            self._acc[rows, a:end].addcmul_(stem.float(), w)  # += stem * w, without the temporaries
         self._den[a:end] += w
 
     def _take(self, upto: int) -> torch.Tensor:
@@ -968,9 +1018,11 @@ class StreamingSeparator:
         return z
 
     def _drop_y(self, upto: int) -> None:
-        n = min(max(0, upto - self._y_start), self._y.shape[-1])
-        self._y = self._y[:, n:]
+        y = self._joined_y()
+        n = min(max(0, upto - self._y_start), y.shape[-1])
+        self._y = y[:, n:]
         self._y_start += n
+        self._y_len -= n
 
     def _blocks(self, pieces: list[torch.Tensor], limit: int | None) -> list[StemBlock]:
         """Join output pieces (2ch, m) into one StemBlock; `limit` cuts at the stream's length when finishing."""
@@ -985,12 +1037,13 @@ class StreamingSeparator:
             return []
         self._emitted = start + z.shape[-1]
         ch = self.channels
-        arr = z.numpy().T  # (m, 2ch)
+        rows = z.float().numpy()  # (2ch, m)
+        # Interleaved by stacking whole rows: ~10x faster than copying a transposed view column-slice.
         return [
             StemBlock(
                 start=start,
-                target=np.ascontiguousarray(arr[:, :ch], dtype=np.float32),
-                residual=np.ascontiguousarray(arr[:, ch:], dtype=np.float32),
+                target=np.stack(list(rows[:ch]), axis=1),  # (m, ch)
+                residual=np.stack(list(rows[ch:]), axis=1),  # (m, ch)
             )
         ]
 
