@@ -63,6 +63,21 @@ def golden_keys(golden_dir) -> list[tuple[str, list[int], str]]:
 
 
 @pytest.fixture(scope="session")
+def thin_python(tmp_path_factory) -> str:
+    """The python of an install without torch: SAMAUDIO_THIN_PYTHON (CI makes it), or a venv made here once."""
+    import subprocess
+    import venv
+
+    python = os.environ.get("SAMAUDIO_THIN_PYTHON")
+    if not python:
+        folder = tmp_path_factory.mktemp("venv-thin")
+        venv.create(folder, with_pip=True)
+        python = str(folder / "bin" / "python")
+        subprocess.run([python, "-m", "pip", "install", "-q", str(ROOT)], check=True)
+    return python
+
+
+@pytest.fixture(scope="session")
 def golden_model(golden_dir):
     """The golden tiny model, loaded once per session. Read-only: tests must not change its weights or mode."""
     from samaudio import SAMAudio

@@ -13,7 +13,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import venv
 from pathlib import Path
 
 import numpy as np
@@ -29,20 +28,8 @@ from server_fixtures import (  # noqa: F401 - fixtures are used by name
     start_server,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--chunk-seconds", str(CHUNK_SECONDS), "--overlap-seconds", str(OVERLAP_SECONDS), "--steps", str(SOLVER_STEPS)]
 OPTIONS = {"chunk_seconds": CHUNK_SECONDS, "overlap_seconds": OVERLAP_SECONDS, "solver_steps": SOLVER_STEPS}
-
-
-@pytest.fixture(scope="session")
-def thin_python(tmp_path_factory) -> str:
-    python = os.environ.get("SAMAUDIO_THIN_PYTHON")
-    if not python:
-        folder = tmp_path_factory.mktemp("venv-thin")
-        venv.create(folder, with_pip=True)
-        python = str(folder / "bin" / "python")
-        subprocess.run([python, "-m", "pip", "install", "-q", str(ROOT)], check=True)
-    return python
 
 
 def run(python: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

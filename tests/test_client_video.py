@@ -11,9 +11,7 @@ import asyncio
 import os
 import re
 import subprocess
-import venv
 from fractions import Fraction
-from pathlib import Path
 
 import grpc
 import numpy as np
@@ -32,7 +30,6 @@ from server_fixtures import (  # noqa: F401 - fixtures are used by name
 )
 from video_fixtures import encode_video, tiny_video, vision_model, write_video  # noqa: F401
 
-ROOT = Path(__file__).resolve().parents[1]
 OPTIONS = {"chunk_seconds": CHUNK_SECONDS, "overlap_seconds": OVERLAP_SECONDS, "solver_steps": SOLVER_STEPS}
 FAST = ["--chunk-seconds", str(CHUNK_SECONDS), "--overlap-seconds", str(OVERLAP_SECONDS), "--steps", str(SOLVER_STEPS)]
 FPS = 25.0
@@ -55,18 +52,6 @@ def client(vision_server):
 def clip():
     """A 0.48 s video at 25 fps and its object masks: (frames (N, 3, H, W), masks (N, H, W)) torch tensors."""
     return tiny_video(frames=12, height=32, width=48, seed=2)
-
-
-@pytest.fixture(scope="session")
-def thin_python(tmp_path_factory) -> str:
-    """The python of an install without torch: SAMAUDIO_THIN_PYTHON, or a venv made here (`pip install <repo>`)."""
-    python = os.environ.get("SAMAUDIO_THIN_PYTHON")
-    if not python:
-        folder = tmp_path_factory.mktemp("venv-thin")
-        venv.create(folder, with_pip=True)
-        python = str(folder / "bin" / "python")
-        subprocess.run([python, "-m", "pip", "install", "-q", str(ROOT)], check=True)
-    return python
 
 
 def run_cli(python: str, *args: str) -> subprocess.CompletedProcess:
