@@ -683,12 +683,16 @@ function Job:poll()
         self:abandon()
         return
       end
-    elseif code then
-      self:collect(code)
-      return
     else
+      -- Read after the exit code: once the program has ended its stderr is complete, so the bar's
+      -- last state (100% on success) is shown however quickly the run ended between two polls.
       local p = M.parse_progress(read_tail(join(self.dir, "stderr.txt"), 4096))
       if p then self.progress = p end
+      if code then
+        if self.window_open then self:draw() end
+        self:collect(code)
+        return
+      end
       if not self:pid() and now - self.started_at > START_TIMEOUT then
         self:abandon()
         message(string.format("The background process did not start within %d s.", START_TIMEOUT))
