@@ -241,6 +241,55 @@ class WindowPlan:
         return self._make_weights(first=False)
 
 
+class OverlapAdd:
+    """Weighted windows summed into one signal and read out in order, normalised by the summed weights.
+
+    One buffer of `rows` x `capacity` samples is kept for the whole stream: adding a window and taking the
+    final samples allocate nothing but the output, so stitching costs the same for every window.
+    """
+
+    def __init__(self, rows: int, capacity: int):
+        self._acc = torch.zeros(rows, capacity)  # (rows, capacity) weighted sum from sample `start` on
+        self._den = torch.zeros(capacity)  # (capacity,) summed weights
+        self.start = 0  # the stream sample of column 0
+        self.length = 0  # columns in use
+
+    def add(self, at: int, rows: slice, signal: torch.Tensor, weights: torch.Tensor) -> None:
+        """Add `signal` (len(rows), n) x `weights` (n,) from stream sample `at` (>= start) on, into `rows`."""
+        a = at - self.start
+        end = a + weights.shape[0]
+        assert a >= 0, (at, self.start)
+        if end > self._den.shape[0]:  # more windows in flight than planned for: grow once
+            grow = end - self._den.shape[0]
+            self._acc = torch.nn.functional.pad(self._acc, (0, grow))
+            self._den = torch.nn.functional.pad(self._den, (0, grow))
+        if end > self.length:
+            self._acc[:, self.length : end].zero_()
+            self._den[self.length : end].zero_()
+            self.length = end
+        self._acc[rows, a:end].addcmul_(signal, weights)  # += signal * weights, without the temporaries
+
+    def add_weights(self, at: int, weights: torch.Tensor) -> None:
+        """Count `weights` once for the window added from `at` (after all of its rows)."""
+        a = at - self.start
+        self._den[a : a + weights.shape[0]] += weights
+
+    def take(self, upto: int) -> torch.Tensor:
+        """The finished signal from `start` to stream sample `upto`, which no later window touches: (rows, m)."""
+        n = upto - self.start
+        z = self._acc[:, :n] / self._den[:n]  # (rows, n)
+        rest = self.length - n
+        if rest > 0:  # the part later windows still add to moves to the front (a copy first when they overlap)
+            kept, den = self._acc[:, n : self.length], self._den[n : self.length]
+            if rest > n:
+                kept, den = kept.clone(), den.clone()
+            self._acc[:, :rest].copy_(kept)
+            self._den[:rest].copy_(den)
+        self.length = max(rest, 0)
+        self.start = upto
+        return z
+
+
 # ----------------------------------------------------------------------------------------------------------
 # The visual prompt
 
@@ -658,9 +707,8 @@ class StreamingSeparator:
         self._noise: tuple[int, torch.Tensor] | None = None  # (first frame, (W, 2C)) of the last window's noise
         self._y_start = 0
         self._next = 0  # next window to run
-        self._acc = torch.zeros(2 * self.channels, 0)  # (2ch, L) weighted target, residual from _acc_start on
-        self._den = torch.zeros(0)  # (L,) summed weights
-        self._acc_start = 0  # first stitched sample not yet passed on
+        # target rows then residual rows, room for one model call's windows: (max_batch - 1) strides + a window
+        self._ola = OverlapAdd(2 * self.channels, (self.max_batch - 1) * plan.stride * plan.hop + plan.samples)
 
         self.frames_in = 0
         self.frames_out = 0  # frames whose stems are final (returned, or returned by this call)
@@ -768,8 +816,9 @@ class StreamingSeparator:
                 "x.astype(np.float32) / 32768 for int16"
             )
         arr = arr.astype(np.float32, copy=False)
-        finite = np.isfinite(arr)
-        if not finite.all():
+        with np.errstate(over="ignore"):
+            total = np.add.reduce(arr, axis=None)  # finite only if every sample is; inf may be an overflow
+        if not np.isfinite(total) and not (finite := np.isfinite(arr)).all():
             bad = int(arr.size - finite.sum())
             first = int(np.argwhere(~finite)[0, 0])
             raise InvalidAudioError(
@@ -790,7 +839,7 @@ class StreamingSeparator:
                 pieces = self._slices(block.shape[0])
                 out: list[torch.Tensor] = []
                 for i, (a, b) in enumerate(pieces):
-                    x = torch.from_numpy(np.ascontiguousarray(block[a:b].T))  # (ch, m)
+                    x = torch.from_numpy(block[a:b].T.copy())  # (ch, m), ours: never the caller's memory
                     self.frames_in += b - a
                     self._append_y(self._up.push(x))
                     out += self._run(final=False, drain=i == len(pieces) - 1)
@@ -841,7 +890,7 @@ class StreamingSeparator:
     @property
     def held_samples(self) -> int:
         """Samples (per channel) held in the stream's buffers: bounded by a few windows, not by the stream."""
-        return self._up.held + self._y_len + self._acc.shape[-1] + self._down.held
+        return self._up.held + self._y_len + self._ola.length + self._down.held
 
     # ------------------------------------------------------------------ internals
 
@@ -853,9 +902,9 @@ class StreamingSeparator:
     def _close(self, why: str) -> None:
         self._closed = why
         # free the buffers; the counters stay for summaries
-        self._y = self._acc = torch.zeros(0, 0)
+        self._y = torch.zeros(0, 0)
         self._y_pieces, self._y_len, self._noise = [], 0, None
-        self._den = torch.zeros(0)
+        self._ola = OverlapAdd(0, 0)
         self._up = self._down = _StreamResampler(1, 1, 0)
         self._text = None
         self.video = None
@@ -918,7 +967,7 @@ class StreamingSeparator:
             self.frames_out = min(self._down.n_out, self.frames_in)
             self._progress()
         if final:
-            if self._acc_start < length:
+            if self._ola.start < length:
                 out.append(self._down.push(self._take(length)))
             out.append(self._down.finish())
             self.frames_out = self.frames_in
@@ -993,29 +1042,17 @@ class StreamingSeparator:
         return out
 
     def _stitch(self, k: int, stems: WindowStems) -> None:
-        plan = self.plan
-        a = plan.start(k) - self._acc_start
-        assert a >= 0, (k, a)
-        end = a + plan.samples
-        if self._acc.shape[-1] < end:
-            grow = end - self._acc.shape[-1]
-            self._acc = torch.nn.functional.pad(self._acc, (0, grow))
-            self._den = torch.nn.functional.pad(self._den, (0, grow))
+        plan, ch = self.plan, self.channels
         w = plan.weights(k)  # (W*H,)
-        ch = self.channels
         for rows, stem in ((slice(0, ch), stems.target), (slice(ch, 2 * ch), stems.residual)):
             if stem.shape != (ch, plan.samples):
                 raise RuntimeError(f"worker returned stems of shape {tuple(stem.shape)} for window {k}")
-            self._acc[rows, a:end].addcmul_(stem.float(), w)  # += stem * w, without the temporaries
-        self._den[a:end] += w
+            self._ola.add(plan.start(k), rows, stem.float(), w)
+        self._ola.add_weights(plan.start(k), w)
 
     def _take(self, upto: int) -> torch.Tensor:
-        """Stitched stems from _acc_start to 48 kHz sample `upto`, which no later window touches: (2ch, m)."""
-        n = upto - self._acc_start
-        z = self._acc[:, :n] / self._den[:n]
-        self._acc, self._den = self._acc[:, n:], self._den[n:]
-        self._acc_start = upto
-        return z
+        """Stitched stems up to 48 kHz sample `upto`, which no later window touches: (2ch, m)."""
+        return self._ola.take(upto)
 
     def _drop_y(self, upto: int) -> None:
         y = self._joined_y()
@@ -1029,7 +1066,7 @@ class StreamingSeparator:
         pieces = [p for p in pieces if p.shape[-1]]
         if not pieces:
             return []
-        z = torch.cat(pieces, dim=-1)  # (2ch, m)
+        z = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=-1)  # (2ch, m)
         start = self._emitted
         if limit is not None:
             z = z[:, : max(0, limit - start)]

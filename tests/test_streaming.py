@@ -369,6 +369,21 @@ def test_pushed_arrays_are_not_changed(golden_model, golden_processor):
     np.testing.assert_array_equal(x, before)
 
 
+@pytest.mark.parametrize("channels", [1, 2])
+def test_a_caller_may_refill_its_buffer_as_soon_as_push_returns(golden_model, golden_processor, channels):
+    """An audio callback fills one buffer again and again: the stems are of what was pushed, not of the buffer."""
+    x = music(48000, channels, 48000)
+    sep = separator(golden_model, golden_processor, channels=channels, worker=EchoWorker())
+    buffer, blocks = np.empty((1000, channels), np.float32), []
+    for i in range(0, len(x), len(buffer)):
+        piece = buffer[: len(x[i : i + len(buffer)])]
+        piece[:] = x[i : i + len(buffer)]
+        blocks += sep.push(piece)
+        buffer[:] = 7.0  # the caller's next use of its buffer
+    target, _ = joined(blocks + sep.finish())
+    assert np.abs(target - x).max() <= TOL  # the stand-in's target is its input
+
+
 def test_an_empty_stream_gives_no_blocks(golden_model, golden_processor):
     echo = EchoWorker()
     sep = separator(golden_model, golden_processor, channels=2, worker=echo)

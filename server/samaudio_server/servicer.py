@@ -122,7 +122,7 @@ def decode_audio(data: bytes, fmt: int, channels: int) -> np.ndarray:
     samples = np.frombuffer(data, dtype=dtype).reshape(-1, channels)  # (frames, channels)
     if fmt == pb.SAMPLE_FORMAT_INT16_LE:
         return samples.astype(np.float32) / np.float32(INT16_SCALE)
-    return samples.astype(np.float32)  # native float32, a writable copy
+    return samples.astype(np.float32, copy=False)  # native float32; read-only (the engine copies what it keeps)
 
 
 def decode_video(video: pb.MaskedVideo, max_bytes: int) -> Any:
