@@ -249,8 +249,9 @@ class OverlapAdd:
     """
 
     def __init__(self, rows: int, capacity: int):
-        self._acc = torch.zeros(rows, capacity)  # (rows, capacity) weighted sum from sample `start` on
-        self._den = torch.zeros(capacity)  # (capacity,) summed weights
+        # columns past `length` are garbage until `add` zeroes them as a window first reaches them
+        self._acc = torch.empty(rows, capacity)  # (rows, capacity) weighted sum from sample `start` on
+        self._den = torch.empty(capacity)  # (capacity,) summed weights
         self.start = 0  # the stream sample of column 0
         self.length = 0  # columns in use
 
