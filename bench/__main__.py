@@ -42,7 +42,7 @@ class Settings:
     memory_long_seconds: float = 600.0
     memory_stand_in: bool = True  # pass-through model step (see bench/memory.py)
     transport_seconds: float = 120.0
-    transport_repeats: int = 3
+    transport_repeats: int = 7  # each stream is well under a second: many, for a steady median
     serving_seconds: float = 4.0
     serving_chunk_seconds: float = 2.0
     serving_overlap_seconds: float = 0.5
@@ -66,7 +66,7 @@ class Settings:
             dit_repeats=7,
             memory_stand_in=False,
             transport_seconds=600.0,
-            transport_repeats=5,
+            transport_repeats=7,
             serving_seconds=30.0,
             serving_chunk_seconds=10.0,
             serving_overlap_seconds=2.0,
