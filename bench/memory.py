@@ -64,12 +64,13 @@ def stream_once(
     """Stream `seconds` of stereo audio through the engine in this process; memory and time figures."""
     import torch
 
+    from samaudio.model.model import midpoint_ode_opt
     from samaudio.streaming import StreamingSeparator
 
     if threads:
         torch.set_num_threads(threads)
     model, processor = build_demo_model(device)
-    ode_opt = None if solver_steps is None else {"method": "midpoint", "options": {"step_size": 1.0 / solver_steps}}
+    ode_opt = None if solver_steps is None else midpoint_ode_opt(solver_steps)
     sep = StreamingSeparator(
         model,
         processor,

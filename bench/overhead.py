@@ -70,7 +70,9 @@ def measure_serving(
 
 def _ode_opt(options: dict[str, Any]) -> dict[str, Any] | None:
     steps = options.get("solver_steps")
-    return None if steps is None else {"method": "midpoint", "options": {"step_size": 1.0 / steps}}
+    from samaudio.model.model import midpoint_ode_opt
+
+    return None if steps is None else midpoint_ode_opt(steps)
 
 
 def _separator(model: Any, processor: Any, options: dict[str, Any]) -> Any:

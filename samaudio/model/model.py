@@ -38,6 +38,12 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_ODE_OPT: dict[str, Any] = {"method": "midpoint", "options": {"step_size": 2 / 32}}
 
+
+def midpoint_ode_opt(steps: int) -> dict[str, Any]:
+    """`separate()`'s `ode_opt` for `steps` midpoint steps from noise (t=0) to stems (t=1); the default is 16."""
+    return {"method": "midpoint", "options": {"step_size": 1.0 / steps}}
+
+
 # Real checkpoints leave these out: each part loads its own weights (the official load_state_dict skips them).
 OPTIONAL_PREFIXES = ("text_encoder.", "visual_ranker.", "text_ranker.", "span_predictor.")
 # Built only on request (visual prompting); otherwise its weights are set aside. The -tv models' PE tower is

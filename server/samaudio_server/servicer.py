@@ -424,9 +424,11 @@ class SeparationServicer(pb_grpc.SeparationServiceServicer):
         return video
 
     def _ode_opt(self, steps: int) -> dict[str, Any] | None:
+        from samaudio.model.model import midpoint_ode_opt
+
         if steps == self.defaults.solver_steps:
             return None  # the model's own default, exactly
-        return {"method": "midpoint", "options": {"step_size": 1.0 / steps}}
+        return midpoint_ode_opt(steps)
 
     def _pack(
         self, blocks: list[Any], fmt: int, want_target: bool, want_residual: bool

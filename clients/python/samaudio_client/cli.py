@@ -334,6 +334,7 @@ def _import_engine() -> Any:
 
 def separate_local(args: argparse.Namespace, jobs: list[Job]) -> None:
     streaming = _import_engine()
+    from samaudio.model.model import midpoint_ode_opt
     from samaudio_server import models
 
     model_name = args.model or _default_model()
@@ -342,7 +343,7 @@ def separate_local(args: argparse.Namespace, jobs: list[Job]) -> None:
     options = _options(args)
     steps = options.pop("solver_steps", None)
     if steps is not None:
-        options["ode_opt"] = {"method": "midpoint", "options": {"step_size": 1.0 / steps}}
+        options["ode_opt"] = midpoint_ode_opt(steps)
 
     def separate(job: Job, writer: StemWriter, progress: Progress) -> str:
         r = job.region
