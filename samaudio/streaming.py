@@ -255,8 +255,9 @@ class OverlapAdd:
         self.start = 0  # the stream sample of column 0
         self.length = 0  # columns in use
 
-    def add(self, at: int, rows: slice, signal: torch.Tensor, weights: torch.Tensor) -> None:
-        """Add `signal` (len(rows), n) x `weights` (n,) from stream sample `at` (>= start) on, into `rows`."""
+    def add(self, at: int, parts: Sequence[torch.Tensor], weights: torch.Tensor) -> None:
+        """Add a window from stream sample `at` (>= start) on: `parts` (r_i, n) fill the rows in order, each
+        times `weights` (n,), which count once in the normalisation."""
         a = at - self.start
         end = a + weights.shape[0]
         assert a >= 0, (at, self.start)
@@ -268,12 +269,12 @@ class OverlapAdd:
             self._acc[:, self.length : end].zero_()
             self._den[self.length : end].zero_()
             self.length = end
-        self._acc[rows, a:end].addcmul_(signal, weights)  # += signal * weights, without the temporaries
-
-    def add_weights(self, at: int, weights: torch.Tensor) -> None:
-        """Count `weights` once for the window added from `at` (after all of its rows)."""
-        a = at - self.start
-        self._den[a : a + weights.shape[0]] += weights
+        row = 0
+        for part in parts:
+            # += part * weights, without the temporaries
+            self._acc[row : row + part.shape[0], a:end].addcmul_(part, weights)
+            row += part.shape[0]
+        self._den[a:end] += weights
 
     def take(self, upto: int) -> torch.Tensor:
         """The finished signal from `start` to stream sample `upto`, which no later window touches: (rows, m)."""
@@ -963,13 +964,13 @@ class StreamingSeparator:
             self._next = ready[-1] + 1
             # stitched samples are final up to where the next window starts (or the end, once known)
             done = min(plan.start(self._next), length) if final else plan.start(self._next)
-            out.append(self._down.push(self._take(done)))
+            out.append(self._down.push(self._ola.take(done)))
             self._drop_y(plan.start(self._next))
             self.frames_out = min(self._down.n_out, self.frames_in)
             self._progress()
         if final:
             if self._ola.start < length:
-                out.append(self._down.push(self._take(length)))
+                out.append(self._down.push(self._ola.take(length)))
             out.append(self._down.finish())
             self.frames_out = self.frames_in
         return out
@@ -1043,17 +1044,11 @@ class StreamingSeparator:
         return out
 
     def _stitch(self, k: int, stems: WindowStems) -> None:
-        plan, ch = self.plan, self.channels
-        w = plan.weights(k)  # (W*H,)
-        for rows, stem in ((slice(0, ch), stems.target), (slice(ch, 2 * ch), stems.residual)):
-            if stem.shape != (ch, plan.samples):
+        plan = self.plan
+        for stem in (stems.target, stems.residual):
+            if stem.shape != (self.channels, plan.samples):
                 raise RuntimeError(f"worker returned stems of shape {tuple(stem.shape)} for window {k}")
-            self._ola.add(plan.start(k), rows, stem.float(), w)
-        self._ola.add_weights(plan.start(k), w)
-
-    def _take(self, upto: int) -> torch.Tensor:
-        """Stitched stems up to 48 kHz sample `upto`, which no later window touches: (2ch, m)."""
-        return self._ola.take(upto)
+        self._ola.add(plan.start(k), (stems.target.float(), stems.residual.float()), plan.weights(k))
 
     def _drop_y(self, upto: int) -> None:
         y = self._joined_y()
