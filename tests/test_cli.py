@@ -195,6 +195,7 @@ def test_a_wrong_token_exits_3_with_the_servers_message(thin_python, golden_mode
 
     assert wrong.returncode == 3
     assert "UNAUTHENTICATED" in wrong.stderr and "wrong token" in wrong.stderr
+    assert "--token or the SAMAUDIO_TOKEN" in wrong.stderr  # the CLI's own hint, added to the server's words
     assert from_env.returncode == 0, from_env.stderr
 
 

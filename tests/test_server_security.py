@@ -42,8 +42,30 @@ def test_a_stream_without_a_token_gets_unauthenticated(token_stub):
 
 def test_a_wrong_token_gets_unauthenticated(token_stub):
     stub, _ = token_stub
-    code, details = status_of(lambda: stub.GetInfo(pb.GetInfoRequest(), metadata=_bearer("guess")))
+    audio = make_audio(0.3, 48000, 1, seed=0)
+    code, details = status_of(lambda: separate(stub, config(), [audio], metadata=_bearer("guess")))
     assert code == grpc.StatusCode.UNAUTHENTICATED and "wrong token" in details
+
+
+def test_the_unauthenticated_message_names_no_client_flag(token_stub):
+    # a REAPER or Node user cannot act on one client's flags: each client adds its own hint
+    stub, _ = token_stub
+    _, details = status_of(lambda: separate(stub, config(), [make_audio(0.3, 48000, 1, seed=0)]))
+    assert "--" not in details and "SAMAUDIO_TOKEN" not in details and "token" in details
+
+
+def test_get_info_needs_no_token_and_says_one_is_required(token_stub):
+    stub, _ = token_stub
+    assert stub.GetInfo(pb.GetInfoRequest(), timeout=10).authentication_required
+
+
+def test_reflection_stays_behind_the_token(token_stub):
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    _, ch = token_stub
+    ask = iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+    code, _ = status_of(lambda: list(reflection_pb2_grpc.ServerReflectionStub(ch).ServerReflectionInfo(ask)))
+    assert code == grpc.StatusCode.UNAUTHENTICATED
 
 
 def test_the_right_token_is_served(token_stub):

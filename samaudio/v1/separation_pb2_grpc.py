@@ -61,7 +61,8 @@ class SeparationServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetInfo(self, request, context):
-        """Describes the server: the models it serves, the sample formats and limits it accepts.
+        """Describes the server: the models it serves, the sample formats and limits it accepts. Needs no
+        token, even on a server that requires one for `Separate`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

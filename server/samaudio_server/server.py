@@ -28,22 +28,27 @@ STOP_GRACE_SECONDS = 2.0  # for GetInfo/reflection calls in flight once every st
 EXTRA_THREADS = 8  # beyond max_streams: GetInfo, health watches, reflection, and refusing streams over the limit
 
 
+# Calls that carry no audio and answer without a token: probes carry no tokens, and a client learns from GetInfo
+# (`authentication_required`) that it needs one before it has one (issue 17). Reflection stays behind the token.
+OPEN_METHODS = (f"/{HEALTH_SERVICE_NAME}/", f"/{SERVICE_NAME}/GetInfo")
+
+
 class TokenInterceptor(grpc.ServerInterceptor):
-    """Requires `authorization: Bearer <token>` on every call except health checks (probes carry no tokens)."""
+    """Requires `authorization: Bearer <token>` on every call except `OPEN_METHODS` (health checks, GetInfo)."""
 
     def __init__(self, token: str):
         self._expected = f"Bearer {token}".encode()
 
     def intercept_service(self, continuation: Callable, details: grpc.HandlerCallDetails) -> Any:
-        if details.method.startswith(f"/{HEALTH_SERVICE_NAME}/"):
+        if details.method.startswith(OPEN_METHODS):
             return continuation(details)
         got = dict(details.invocation_metadata or ()).get("authorization")
         if got is not None and hmac.compare_digest(str(got).encode(), self._expected):
             return continuation(details)
         why = "no authorization metadata" if got is None else "a wrong token"
         error = UnauthenticatedError(
-            f"this server needs the metadata 'authorization: Bearer <token>' and got {why}: pass the server's token "
-            "(--token or SAMAUDIO_TOKEN)"
+            f"this server needs the metadata 'authorization: Bearer <token>' and got {why}: send the token the "
+            "server was started with"
         )
         return _refusing_handler(continuation(details), error)
 

@@ -456,8 +456,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _fail(args: argparse.Namespace, err: BaseException, code: int) -> int:
     if args.verbose:
         log.error("details", exc_info=err)
-    print(f"samaudio {args.command}: error: {err}", file=sys.stderr)
+    print(f"samaudio {args.command}: error: {err}{_hint(err)}", file=sys.stderr)
     return code
+
+
+def _hint(err: BaseException) -> str:
+    """This client's way to act on a server's status (the server's message names no client's flags)."""
+    from samaudio_client.errors import ServerError
+
+    if isinstance(err, ServerError) and err.code.name == "UNAUTHENTICATED":
+        return " (pass it with --token or the SAMAUDIO_TOKEN environment variable)"
+    return ""
 
 
 if __name__ == "__main__":
