@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from audio_fixtures import decoded_frames, write_mp3_without_length_header
 from samaudio_client import Client
 from server_fixtures import (  # noqa: F401 - fixtures are used by name
     CHUNK_SECONDS,
@@ -89,6 +90,19 @@ def test_separate_writes_both_stems_at_the_inputs_rate_channels_and_length(
     for path in (target, residual):
         info = sf.info(path)
         assert (info.samplerate, info.channels, info.frames) == (rate, channels, len(audio))
+
+
+def test_an_mp3_whose_header_misstates_its_length_separates_to_its_decoded_length(thin_python, server, tmp_path):
+    write_mp3_without_length_header(tmp_path / "take.mp3", 1.3)
+    stated, decoded = sf.info(tmp_path / "take.mp3").frames, decoded_frames(tmp_path / "take.mp3")
+
+    result = run(thin_python, "separate", str(tmp_path / "take.mp3"), "--text", "a tone", "--server", server, *FAST)
+
+    assert result.returncode == 0, result.stderr
+    assert f"its header states {stated} frames, it decodes to {decoded}" in result.stderr
+    for stem in ("target", "residual"):
+        info = sf.info(tmp_path / f"take.{stem}.wav")
+        assert (info.samplerate, info.channels, info.frames) == (44100, 2, decoded)
 
 
 @pytest.mark.parametrize(("rate", "channels"), [(44100, 2), (48000, 1)], ids=["stereo-44k1", "mono-48k"])
@@ -258,6 +272,13 @@ def test_a_missing_file_exits_2(thin_python, tmp_path):
 
     assert result.returncode == 2
     assert "nope.wav: no such file" in result.stderr
+
+
+def test_a_folder_as_input_exits_2_saying_it_is_a_folder(thin_python, tmp_path):
+    result = run(thin_python, "separate", str(tmp_path), "--text", "x")
+
+    assert result.returncode == 2
+    assert f"{tmp_path} is a folder: give the audio files in it" in result.stderr
 
 
 def test_no_text_and_no_positive_span_exits_2(thin_python, tmp_path):

@@ -7,6 +7,7 @@ yields it as float32 `(frames, channels)` blocks straight from disk, and `StemWr
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ import soundfile as sf
 from samaudio_client.errors import SamaudioError
 
 __all__ = ["AudioFileError", "Region", "read_blocks", "stem_paths", "StemWriter", "FORMATS"]
+
+log = logging.getLogger(__name__)
 
 # Output format -> soundfile (format, subtype). Stems are float and may exceed full scale (a residual can),
 # so WAV is written as 32-bit float, which keeps them exactly; FLAC has no float, 24-bit is its best.
@@ -40,13 +43,18 @@ class Region:
     def of(cls, path: str | Path, start: float | None = None, duration: float | None = None) -> Region:
         """The region `[start, start + duration)` seconds of `path` (defaults: the whole file), checked."""
         path = Path(path)
+        if path.is_dir():
+            raise AudioFileError(f"{path} is a folder: give the audio files in it, e.g. {path / '*.wav'}")
         if not path.is_file():
             raise AudioFileError(f"{path}: no such file")
         try:
             info = sf.info(str(path))
+            total = _decoded_frames(path) if info.format == "MP3" else int(info.frames)
         except (RuntimeError, OSError) as err:  # soundfile's LibsndfileError is a RuntimeError
             raise AudioFileError(f"cannot read {path}: {err}") from None
-        rate, total = int(info.samplerate), int(info.frames)
+        rate = int(info.samplerate)
+        if total == 0:
+            raise AudioFileError(f"{path} holds no audio (0 frames)")
         length = total / rate
         if start is not None and (not math.isfinite(start) or start < 0):
             raise AudioFileError(f"--start {start} s must be a time >= 0")
@@ -70,6 +78,20 @@ class Region:
     @property
     def seconds(self) -> float:
         return self.frames / self.sample_rate
+
+
+def _decoded_frames(path: Path) -> int:
+    """The frames an MP3 really decodes to. libsndfile states an estimate from the bit rate when the file has no
+    Xing/LAME header (`sox` writes none), off by hundreds of frames either way; decoding is ~1000x real time."""
+    with sf.SoundFile(str(path)) as f:
+        stated = f.frames
+        block = np.empty((1 << 16, f.channels), np.float32)  # (n, channels), reused: memory stays flat
+        total = 0
+        while (n := len(f.read(out=block))) > 0:
+            total += n
+    if abs(total - stated) > 1:
+        log.warning("%s: its header states %d frames, it decodes to %d (an MP3 states an estimate): using %d", path, stated, total, total)
+    return total
 
 
 def read_blocks(region: Region, block_frames: int) -> Iterator[np.ndarray]:
