@@ -42,6 +42,11 @@ class CancelledError(SAMAudioError):
     """A stream was cancelled while a window was pending."""
 
 
+class StoppedError(CancelledError):
+    """`SAMAudio.separate` stopped between two solver steps because its `should_stop()` turned true (the
+    caller went away): the work done so far is dropped."""
+
+
 class InvalidVideoError(InvalidRequestError):
     """A masked video that cannot be used: an undecodable file, a wrong shape, masks that do not fit the frames."""
 

@@ -416,6 +416,9 @@ class WindowJob:
     # (F, 3, Hv, Wv) uint8 masked frames of latent frames [first_frame, first_frame + F), F <= W (0 past the
     # video's end); None when the stream has no video. The same frames prompt every channel.
     masked_video: torch.Tensor | None = None
+    # True once nobody wants this window any more (its stream was cancelled): the model stops at its next solver
+    # step when every job of its call says so (issue 19). None: run to the end.
+    should_stop: Callable[[], bool] | None = None
 
 
 @dataclass
@@ -492,6 +495,7 @@ def _separate_group(model: "SAMAudio", processor: "SAMAudioProcessor", jobs: lis
         ode_opt=jobs[0].ode_opt,
         watermark_message=message.to(model.device),
         text_features=(torch.cat(feats).to(model.device), torch.cat(masks).to(model.device)),
+        should_stop=_all_stopped(jobs),
     )
     out, r = [], 0
     for ch in channels:
@@ -500,6 +504,14 @@ def _separate_group(model: "SAMAudio", processor: "SAMAudioProcessor", jobs: lis
         out.append(WindowStems(target=target, residual=residual, nfe=res.nfe))
         r += ch
     return out
+
+
+def _all_stopped(jobs: Sequence[WindowJob]) -> Callable[[], bool] | None:
+    """A `should_stop` for one model call: stop once no job of it is wanted (None when some job cannot stop)."""
+    checks = [job.should_stop for job in jobs]
+    if any(check is None for check in checks):
+        return None
+    return lambda: all(check() for check in checks)
 
 
 class LocalWorker:
@@ -1018,6 +1030,7 @@ class StreamingSeparator:
             index=k,
             first_frame=f0,
             masked_video=None if self.video is None else self.video.window(f0, plan.frames, plan.hop, plan.sample_rate),
+            should_stop=self._cancelled.is_set,
         )
 
     def _window_noise(self, f0: int) -> torch.Tensor:

@@ -19,13 +19,13 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
 from torchdiffeq import odeint
 
-from samaudio.errors import CheckpointError, ConfigError, InvalidRequestError
+from samaudio.errors import CheckpointError, ConfigError, InvalidRequestError, StoppedError
 from samaudio.model.align import AlignModalities, EmbedAnchors, SinusoidalEmbedding
 from samaudio.model.codec import DACVAE
 from samaudio.model.config import SAMAudioConfig
@@ -170,11 +170,14 @@ class SAMAudio(nn.Module):
         predict_spans: bool = False,
         watermark_message: torch.Tensor | None = None,
         text_features: tuple[torch.Tensor, torch.Tensor] | None = None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> SeparationResult:
         """Separate each item of a processor `Batch` into the described sound and the rest.
 
         `noise` (B, T, 2C) and `watermark_message` (2B, 16) replay a run exactly; when None they are drawn from
         the global generators as the official model draws them. `text_features` reuses `encode_text` output.
+        `should_stop` is asked before every vector-field evaluation; once it returns True the call raises
+        `StoppedError`, so work for a caller that went away ends within one solver step (issue 19).
         """
         if reranking_candidates != 1:
             raise NotImplementedError(
@@ -201,6 +204,8 @@ class SAMAudio(nn.Module):
 
         def velocity(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
             nonlocal nfe
+            if should_stop is not None and should_stop():
+                raise StoppedError(f"separation stopped after {nfe} vector-field evaluations: should_stop() was true")
             nfe += 1
             return self.forward(noisy_audio=x, time=t.expand(B), **args)
 

@@ -18,6 +18,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+from samaudio.errors import StoppedError
 from samaudio_server.errors import WorkerClosedError
 
 logger = logging.getLogger(__name__)
@@ -117,13 +118,14 @@ class BatchingWorker:
         try:
             stems = self._run_batch(jobs)
         except BaseException as e:  # noqa: BLE001 - every failure must reach the waiting streams
-            if len(taken) > 1:
+            if len(taken) > 1 and not isinstance(e, StoppedError):  # stopped: every stream of the call went away
                 # a bad stream never disturbs the others: run each submission alone, so only its own fails
                 logger.warning("batch of %d streams failed (%s); running them one by one", len(taken), e)
                 for sub in taken:
                     self._run_one(sub)
                 return
-            taken[0].future.set_exception(e)
+            for sub in taken:
+                sub.future.set_exception(e)
             return
         assert len(stems) == len(jobs), f"run_batch returned {len(stems)} results for {len(jobs)} jobs"
         start = 0
