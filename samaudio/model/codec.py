@@ -409,9 +409,10 @@ class DACVAE(nn.Module):
         audio = codec.decode(latent)    # (B, C, T) -> (B, 1, T * hop)
     """
 
-    def __init__(self, config: DACVAEConfig):
+    def __init__(self, config: DACVAEConfig, decoder: bool = True):
         super().__init__()
-        _check_config(config)
+        if decoder:
+            _check_config(config)
         self.config = config
         self.hop_length = config.hop_length
         self.sample_rate = config.sample_rate
@@ -419,7 +420,8 @@ class DACVAE(nn.Module):
         self.nbits = NBITS
         self.encoder = Encoder(config.encoder_dim, config.encoder_rates, config.latent_dim)
         self.quantizer = VAEBottleneck(config.latent_dim, config.codebook_dim)
-        self.decoder = Decoder(config.latent_dim, config.decoder_dim, config.decoder_rates, NBITS)
+        # encoder-only users (the judge) build none: their checkpoints hold no decoder keys
+        self.decoder = Decoder(config.latent_dim, config.decoder_dim, config.decoder_rates, NBITS) if decoder else None
 
     def _check_wav(self, wav: Tensor) -> None:
         if not isinstance(wav, Tensor) or wav.dim() != 3 or wav.shape[1] != 1:
@@ -460,6 +462,8 @@ class DACVAE(nn.Module):
         the latent's device, as the official decode does (so seeding the CPU generator replays it).
         Gradients are not disabled here.
         """
+        if self.decoder is None:
+            raise InvalidRequestError("this codec was built without its decoder (DACVAE(config, decoder=False))")
         if not isinstance(latent, Tensor) or latent.dim() != 3 or latent.shape[1] != self.codebook_dim:
             shape = tuple(latent.shape) if isinstance(latent, Tensor) else type(latent).__name__
             raise InvalidRequestError(

@@ -174,6 +174,119 @@ class SAMAudioConfig:
         return self.audio_codec.sample_rate
 
 
+# ----------------------------------------------------------------------------------------------------------
+# Parts loaded on request only: the span predictor (PE-A-Frame) and the SAM-Audio Judge
+
+
+def modernbert_defaults() -> dict[str, Any]:
+    """ModernBERT-large as PE-A-Frame and the judge use it: transformers `ModernBertConfig` kwargs."""
+    return dict(
+        hidden_size=1024,
+        num_hidden_layers=28,
+        num_attention_heads=16,
+        intermediate_size=2624,
+        global_attn_every_n_layers=3,
+        global_rope_theta=160000.0,
+        local_rope_theta=10000.0,
+        layer_norm_eps=1e-5,
+        tie_word_embeddings=True,
+    )
+
+
+@dataclass
+class PEAVTransformerConfig:
+    """The PE-AV audio transformer (perception_models `core.audio_visual_encoder` TransformerConfig)."""
+
+    hidden_size: int = 1024
+    intermediate_size: int = 2752
+    num_hidden_layers: int = 16
+    num_attention_heads: int = 8
+    num_key_value_heads: int | None = None  # None: as many as num_attention_heads
+    head_dim: int | None = None  # None: hidden_size // num_attention_heads
+    rms_norm_eps: float = 1e-5
+    max_position_embeddings: int = 10000  # RoPE table length (CLS included); theta = max(1e4, 2 * this)
+    attention_bias: bool = False
+
+    def __post_init__(self):
+        if self.num_key_value_heads is None:
+            self.num_key_value_heads = self.num_attention_heads
+        if self.head_dim is None:
+            if self.hidden_size % self.num_attention_heads:
+                raise ConfigError(
+                    f"hidden_size ({self.hidden_size}) is not a multiple of num_attention_heads "
+                    f"({self.num_attention_heads}); give head_dim"
+                )
+            self.head_dim = self.hidden_size // self.num_attention_heads
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ConfigError(
+                f"num_attention_heads ({self.num_attention_heads}) is not a multiple of num_key_value_heads "
+                f"({self.num_key_value_heads})"
+            )
+
+
+@dataclass
+class PEAudioConfig:
+    """PE-A-Frame's audio tower (`audio_model`)."""
+
+    # transformers DacConfig kwargs of the DAC-VAE encoder stored in the checkpoint; SAM-Audio feeds its own
+    # codec latents instead, so only `codebook_dim` (the input width) matters at inference
+    dac_vae_encoder: dict[str, Any] = field(
+        default_factory=lambda: dict(
+            encoder_hidden_size=64,
+            downsampling_ratios=[2, 8, 10, 12],
+            codebook_dim=128,
+            codebook_size=1024,
+            sampling_rate=48000,
+        )
+    )
+    audio_transformer: PEAVTransformerConfig | dict | None = None
+
+    def __post_init__(self):
+        self.audio_transformer = _build(PEAVTransformerConfig, self.audio_transformer, "audio_model.audio_transformer")
+
+    @property
+    def codebook_dim(self) -> int:
+        return int(self.dac_vae_encoder.get("codebook_dim", 128))
+
+
+@dataclass
+class PEAudioFrameConfig:
+    """PE-A-Frame, the frame-level audio-text model behind `predict_spans` (perception_models field names)."""
+
+    text_model: dict[str, Any] = field(default_factory=modernbert_defaults)  # ModernBertConfig kwargs
+    audio_model: PEAudioConfig | dict | None = None
+    nth_text_layer: int | None = 22  # hidden_states index of the text feature (0 = embeddings); None = last
+    output_dim: int = 1024
+
+    def __post_init__(self):
+        self.audio_model = _build(PEAudioConfig, self.audio_model, "audio_model")
+
+    @classmethod
+    def from_dict(cls, fields: dict[str, Any]) -> "PEAudioFrameConfig":
+        return _build(cls, dict(fields), "span predictor config")
+
+
+@dataclass
+class SAMAudioJudgeConfig:
+    """The SAM-Audio Judge (`facebook/sam-audio-judge`): scores a separated stem against its mixture and text."""
+
+    audio_codec: DACVAEConfig | dict | None = None
+    transformer: PEAVTransformerConfig | dict | None = None
+    finetune_transformer: PEAVTransformerConfig | dict | None = None
+    text_model: dict[str, Any] = field(default_factory=modernbert_defaults)  # ModernBertConfig kwargs
+    nth_text_layer: int | None = 22
+    bottleneck_dim: int = 256
+
+    def __post_init__(self):
+        self.audio_codec = _build(DACVAEConfig, self.audio_codec, "audio_codec")
+        self.transformer = _build(PEAVTransformerConfig, self.transformer, "transformer")
+        self.finetune_transformer = _build(PEAVTransformerConfig, self.finetune_transformer, "finetune_transformer")
+
+    @classmethod
+    def from_dict(cls, fields: dict[str, Any]) -> "SAMAudioJudgeConfig":
+        return _build(cls, dict(fields), "judge config")
+
+
 @dataclass(frozen=True)
 class Preset:
     """A named model size: data from `samaudio/presets/<name>.json`, never a code path."""

@@ -34,10 +34,14 @@ def resolve_folder(
     *,
     revision: str | None = None,
     config_only: bool = False,
+    extra_patterns: tuple[str, ...] = (),
     cache_dir: str | os.PathLike | None = None,
     token: str | None = None,
 ) -> Path:
-    """A local folder as is; otherwise a snapshot of the hub repo (its config, and weights unless config_only)."""
+    """A local folder as is; otherwise a snapshot of the hub repo (its config, and weights unless config_only).
+
+    `extra_patterns` names further files the snapshot needs (a tokenizer's, for the span predictor and judge).
+    """
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         if not (path / CONFIG_NAME).is_file():
@@ -50,7 +54,7 @@ def resolve_folder(
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
-    patterns = [CONFIG_NAME] if config_only else [CONFIG_NAME, *WEIGHT_NAMES]
+    patterns = ([CONFIG_NAME] if config_only else [CONFIG_NAME, *WEIGHT_NAMES]) + list(extra_patterns)
     try:
         return Path(
             snapshot_download(
@@ -89,3 +93,33 @@ def load_weights(folder: Path) -> dict[str, torch.Tensor]:
             raise CheckpointError(f"{file} does not hold a state_dict (a mapping of names to tensors)")
         return state
     raise CheckpointError(f"{folder} holds no weights: expected one of {', '.join(WEIGHT_NAMES)}")
+
+
+def check_state_dict(
+    state: dict[str, torch.Tensor],
+    expected: dict[str, torch.Tensor],
+    what: str,
+    fix: str,
+    optional_prefixes: tuple[str, ...] = (),
+) -> None:
+    """Compare a checkpoint's keys and shapes with a model's before anything loads: one error names them all.
+
+    Missing keys, unexpected keys and shape mismatches are each counted and the first few named, so a config
+    that does not fit its weights fails here and not deep inside a forward pass.
+    """
+    missing = [k for k in expected if k not in state and not k.startswith(optional_prefixes)]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs config {tuple(expected[k].shape)}"
+        for k in expected
+        if k in state and state[k].shape != expected[k].shape
+    ]
+    problems = []
+    if wrong:
+        problems.append(f"{len(wrong)} shape mismatch(es), first {'; '.join(wrong[:5])}")
+    if missing:
+        problems.append(f"{len(missing)} missing key(s), first {', '.join(missing[:5])}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected key(s), first {', '.join(unexpected[:5])}")
+    if problems:
+        raise CheckpointError(f"{what} does not fit its config: " + " | ".join(problems) + f". {fix}")

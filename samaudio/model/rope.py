@@ -29,8 +29,9 @@ def rope_theta(max_positions: int) -> float:
 class RotaryEmbedding(nn.Module):
     """A precomputed cos/sin table for positions 0..max_positions-1; `forward(T)` returns its first T rows."""
 
-    def __init__(self, head_dim: int, max_positions: int):
+    def __init__(self, head_dim: int, max_positions: int, owner: str = "the DiT"):
         super().__init__()
+        self.owner = owner  # named in the length error
         if head_dim % 2:
             raise ValueError(f"rotary embedding needs an even head dim, got {head_dim}")
         self.head_dim = head_dim
@@ -54,7 +55,7 @@ class RotaryEmbedding(nn.Module):
         """(cos, sin), each (T, hd/2) float32, for frames 0..T-1."""
         if seq_len > self.max_positions:
             raise InvalidRequestError(
-                f"input has {seq_len} latent frames ({seq_len / FRAMES_PER_SECOND:.2f} s) but the DiT's rotary "
+                f"input has {seq_len} latent frames ({seq_len / FRAMES_PER_SECOND:.2f} s) but {self.owner}'s rotary "
                 f"table covers at most max_positions = {self.max_positions} frames "
                 f"({self.max_positions / FRAMES_PER_SECOND:.2f} s at {FRAMES_PER_SECOND} frames per second); "
                 f"separate shorter audio or split it into chunks"
