@@ -356,3 +356,25 @@ def test_tls_ca_trusts_a_server_with_a_self_signed_certificate(
     assert trusted.returncode == 0, trusted.stderr
     assert sf.info(tmp_path / "take.target.wav").frames == len(audio)
     assert untrusted.returncode == 3 and "UNAVAILABLE" in untrusted.stderr
+
+
+def test_stems_keep_the_inputs_subtype_and_subtype_chooses_another(thin_python, server, tmp_path):
+    audio = make_audio(0.6, 48000, 1, seed=3) * 0.5
+    sf.write(tmp_path / "a16.wav", audio, 48000, subtype="PCM_16")
+    sf.write(tmp_path / "a24.wav", audio, 48000, subtype="PCM_24")
+    sf.write(tmp_path / "afl.wav", audio, 48000, subtype="FLOAT")
+    files = [str(tmp_path / f"{n}.wav") for n in ("a16", "a24", "afl")]
+
+    kept = run(thin_python, "separate", *files, "--text", "x", "--server", server, *FAST)
+    chosen = run(
+        thin_python, "separate", files[0], "--text", "x", "--server", server, "--subtype", "pcm_24",
+        "--out-dir", str(tmp_path / "out"), *FAST,
+    )
+    wrong = run(thin_python, "separate", files[0], "--text", "x", "--format", "flac", "--subtype", "FLOAT", *FAST)
+
+    assert kept.returncode == 0 and chosen.returncode == 0, kept.stderr + chosen.stderr
+    for name, subtype in (("a16", "PCM_16"), ("a24", "PCM_24"), ("afl", "FLOAT")):
+        for stem in ("target", "residual"):
+            assert sf.info(tmp_path / f"{name}.{stem}.wav").subtype == subtype
+    assert sf.info(tmp_path / "out" / "a16.target.wav").subtype == "PCM_24"
+    assert wrong.returncode == 2 and "--subtype" in wrong.stderr and "PCM_24" in wrong.stderr

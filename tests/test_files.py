@@ -1,13 +1,15 @@
-"""Reading input files: the region of a file that is separated, read block by block to its real end."""
+"""Audio files: the region of an input read block by block to its real end; stems written in the input's sample
+format by default, clipped with a warning in integer formats."""
 
 from __future__ import annotations
 
 import logging
 
+import numpy as np
 import pytest
 import soundfile as sf
 from audio_fixtures import decoded_frames, write_mp3_without_length_header
-from samaudio_client.files import AudioFileError, Region, read_blocks
+from samaudio_client.files import AudioFileError, Region, StemWriter, output_subtype, read_blocks, stem_paths
 
 
 @pytest.fixture(scope="module")
@@ -50,3 +52,56 @@ def test_a_file_without_audio_says_so(tmp_path):
 
     with pytest.raises(AudioFileError, match="holds no audio"):
         Region.of(tmp_path / "empty.wav")
+
+
+@pytest.mark.parametrize(
+    ("fmt", "given", "written"),
+    [("wav", "PCM_16", "PCM_16"), ("wav", "PCM_24", "PCM_24"), ("wav", "FLOAT", "FLOAT"), ("wav", "DOUBLE", "DOUBLE"),
+     ("flac", "PCM_16", "PCM_16"), ("flac", "FLOAT", "PCM_24"), ("wav", "VORBIS", "FLOAT"), ("wav", "", "FLOAT")],
+)
+def test_stems_keep_the_inputs_subtype_when_the_format_holds_it(fmt, given, written):
+    assert output_subtype(fmt, given) == written
+
+
+def test_a_requested_subtype_wins_and_a_wrong_one_names_the_choices():
+    assert output_subtype("wav", "PCM_16", "float") == "FLOAT"
+    with pytest.raises(AudioFileError, match="FLOAT") as err:
+        output_subtype("flac", "PCM_16", "FLOAT")  # FLAC has no float
+    assert "PCM_24" in str(err.value)
+
+
+def test_integer_stems_are_clipped_and_counted_with_a_warning(tmp_path, caplog):
+    paths = stem_paths(tmp_path / "take.wav", None, "wav")
+    loud = np.array([[0.5], [1.5], [-2.0], [0.25]], np.float32)
+    writer = StemWriter(paths, 48000, 1, "wav", "PCM_16")
+    writer.write(0, loud * 0.5, loud)
+    with caplog.at_level(logging.WARNING, logger="samaudio"):
+        writer.close()
+
+    target, residual = (sf.read(p, dtype="int16")[0] for p in paths)
+    assert writer.clipped == [0, 2]
+    assert residual.tolist() == [16384, 32767, -32768, 8192]  # clipped, not wrapped
+    assert target.tolist() == [8192, 24576, -32768, 4096]
+    assert sf.info(paths[1]).subtype == "PCM_16"
+    assert "take.residual.wav: 2 sample(s) beyond full scale were clipped to fit PCM_16" in caplog.text
+
+
+def test_float_stems_keep_samples_beyond_full_scale(tmp_path, caplog):
+    paths = stem_paths(tmp_path / "take.wav", None, "wav")
+    loud = np.array([[1.5], [-2.0]], np.float32)
+    writer = StemWriter(paths, 48000, 1, "wav", "FLOAT")
+    writer.write(0, loud, loud)
+    with caplog.at_level(logging.WARNING, logger="samaudio"):
+        writer.close()
+    assert sf.read(paths[0], dtype="float32")[0].tolist() == [1.5, -2.0] and not caplog.text
+
+
+def test_several_descriptions_name_their_files_and_the_residual_comes_last(tmp_path):
+    paths = stem_paths(tmp_path / "take.wav", tmp_path / "out", "flac", ["Lead vocals!", "drums", "drums", "residual"])
+    assert [p.name for p in paths] == [
+        "take.lead-vocals.flac", "take.drums.flac", "take.drums-2.flac", "take.residual-target.flac",
+        "take.residual.flac",
+    ]
+    assert [p.name for p in stem_paths(tmp_path / "take.wav", None, "wav", ["drums"])] == [
+        "take.target.wav", "take.residual.wav"
+    ]

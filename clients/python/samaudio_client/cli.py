@@ -7,7 +7,8 @@
     samaudio demo [--out-dir DIR]
     samaudio osc --reply HOST:PORT [--listen HOST:PORT] [--server HOST:PORT]   (see samaudio_client.osc)
 
-`separate` writes `<name>.target.<ext>` and `<name>.residual.<ext>` with the input's sample rate, channels and
+`separate` writes `<name>.target.<ext>` and `<name>.residual.<ext>` with the input's sample rate, channels,
+sample format (`--subtype` to choose another; integer formats clip beyond full scale, with a warning) and
 exact length (the region's with --start/--duration), prints their paths on stdout (target, then residual, per
 file), and shows progress on stderr. `--video` sends a visual prompt (the clip, taken to start at the
 separated region's start) to a server started with `--vision`. Exit codes: 0 done, 2 usage (bad arguments,
@@ -31,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from samaudio.errors import SAMAudioError  # torch-free: the library's errors import nothing
 from samaudio_client.errors import SamaudioError
-from samaudio_client.files import FORMATS, AudioFileError, Region, StemWriter, read_blocks, stem_paths
+from samaudio_client.files import FORMATS, AudioFileError, Region, StemWriter, output_subtype, read_blocks, stem_paths
 from samaudio_client.spans import Span, SpanError, parse_span, to_region
 
 if TYPE_CHECKING:
@@ -151,6 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out-dir", type=Path, metavar="DIR", help="where to write the stems (default: beside each input)")
     p.add_argument("--format", choices=sorted(FORMATS), default="wav", help="output format (default: %(default)s)")
+    p.add_argument(
+        "--subtype",
+        metavar="NAME",
+        help="sample format of the stems, e.g. PCM_16, PCM_24, FLOAT (default: the input's, if the format holds it)",
+    )
     p.add_argument("--chunk-seconds", type=_positive(float), metavar="S", help="model window length")
     p.add_argument("--overlap-seconds", type=_seconds, metavar="S", help="overlap of neighbouring windows")
     p.add_argument("--seed", type=int, help="seed of the solver's initial noise (default: 0)")
@@ -186,8 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
 class Job:
     region: Region
     spans: list[Span]  # on the region's timeline
-    paths: tuple[Path, Path]  # target, residual
+    paths: tuple[Path, ...]  # target(s), then residual
     video: Video | None = None  # starts at the region's start
+    subtype: str = "FLOAT"  # the stems' sample format (output_subtype)
 
 
 def plan(args: argparse.Namespace) -> list[Job]:
@@ -203,7 +210,11 @@ def plan(args: argparse.Namespace) -> list[Job]:
     for path in args.files:
         region = Region.of(path, args.start, args.duration)
         spans = to_region(args.span, region.start_seconds, region.seconds)
-        jobs.append(Job(region, spans, stem_paths(path, args.out_dir, args.format), video))
+        try:
+            subtype = output_subtype(args.format, region.subtype, args.subtype)
+        except AudioFileError as err:
+            raise UsageError(f"--subtype: {err}") from None
+        jobs.append(Job(region, spans, stem_paths(path, args.out_dir, args.format), video, subtype))
     return jobs
 
 
@@ -267,7 +278,7 @@ def _run_job(job: Job, separate: Callable[[Job, StemWriter, Progress], str], arg
     """Separate one job into its two files, written block by block; partial files are removed on failure."""
     began = time.monotonic()
     quiet = args.quiet
-    writer = StemWriter(job.paths, job.region.sample_rate, job.region.channels, args.format)
+    writer = StemWriter(job.paths, job.region.sample_rate, job.region.channels, args.format, job.subtype)
     progress = Progress(job, quiet)
     try:
         how = separate(job, writer, progress)
@@ -278,8 +289,8 @@ def _run_job(job: Job, separate: Callable[[Job, StemWriter, Progress], str], arg
         progress.close()
     writer.close()
     assert writer.frames == job.region.frames, (writer.frames, job.region.frames)
-    print(os.path.abspath(job.paths[0]))
-    print(os.path.abspath(job.paths[1]))
+    for path in job.paths:
+        print(os.path.abspath(path))
     sys.stdout.flush()
     if not quiet:
         r = job.region

@@ -1,15 +1,21 @@
 """Audio files in and out, block by block, so memory stays flat for a file of any length.
 
 `Region` is the part of a file that gets separated (`--start/--duration`, or the whole file), `read_blocks`
-yields it as float32 `(frames, channels)` blocks straight from disk, and `StemWriter` writes the two stems
-`<name>.target.<ext>` and `<name>.residual.<ext>` as their blocks arrive, at the input's rate and channels.
+yields it as float32 `(frames, channels)` blocks straight from disk, and `StemWriter` writes the stems
+(`<name>.target.<ext>` and `<name>.residual.<ext>` for one description; `<name>.<description>.<ext>` per
+description and `<name>.residual.<ext>` for several) as their blocks arrive, at the input's rate and channels.
+
+Stems are written in the input file's sample format (subtype) by default, as a DAW user expects: PCM_16 in,
+PCM_16 out; PCM_24 in, PCM_24 out; float stays float (`output_subtype`). Integer formats cannot hold samples
+beyond full scale (a residual or a loud stem can have them): they are clipped, and `StemWriter` warns how many.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,13 +24,16 @@ import soundfile as sf
 
 from samaudio_client.errors import SamaudioError
 
-__all__ = ["AudioFileError", "Region", "read_blocks", "stem_paths", "StemWriter", "FORMATS"]
+__all__ = ["AudioFileError", "Region", "read_blocks", "stem_paths", "StemWriter", "FORMATS", "output_subtype"]
 
 log = logging.getLogger(__name__)
 
-# Output format -> soundfile (format, subtype). Stems are float and may exceed full scale (a residual can),
-# so WAV is written as 32-bit float, which keeps them exactly; FLAC has no float, 24-bit is its best.
+# Output format -> soundfile (format, subtype when the input's cannot be kept). Stems are float and may exceed
+# full scale (a residual can), so WAV falls back to 32-bit float, which keeps them exactly; FLAC has no float,
+# 24-bit is its best.
 FORMATS = {"wav": ("WAV", "FLOAT"), "flac": ("FLAC", "PCM_24")}
+# Integer subtypes -> their largest sample as a float: written samples are clipped to [-1, full]
+_INT_FULL_SCALE = {"PCM_S8": 1 - 2**-7, "PCM_U8": 1 - 2**-7, "PCM_16": 1 - 2**-15, "PCM_24": 1 - 2**-23, "PCM_32": 1.0}
 
 
 class AudioFileError(SamaudioError, ValueError):
@@ -38,6 +47,7 @@ class Region:
     channels: int
     start: int  # first frame, at the file's rate
     frames: int  # length of the region in frames
+    subtype: str = ""  # the file's sample format as libsndfile names it ("PCM_16", "FLOAT", ...)
 
     @classmethod
     def of(cls, path: str | Path, start: float | None = None, duration: float | None = None) -> Region:
@@ -69,7 +79,7 @@ class Region:
                 f"the region {first / rate:g} s + {duration} s ends at {(first + frames) / rate:.3f} s, past the "
                 f"end of {path} ({length:.3f} s long): use --duration {(total - first) / rate:.3f} or less"
             )
-        return cls(path, rate, int(info.channels), first, frames)
+        return cls(path, rate, int(info.channels), first, frames, str(info.subtype))
 
     @property
     def start_seconds(self) -> float:
@@ -107,48 +117,108 @@ def read_blocks(region: Region, block_frames: int) -> Iterator[np.ndarray]:
             yield block
 
 
-def stem_paths(path: str | Path, out_dir: str | Path | None, fmt: str) -> tuple[Path, Path]:
-    """`song.wav` -> (`<out_dir>/song.target.<fmt>`, `<out_dir>/song.residual.<fmt>`); out_dir defaults to the input's."""
+def output_subtype(fmt: str, input_subtype: str = "", requested: str | None = None) -> str:
+    """The subtype stems are written in: `requested` if given (checked), else the input's if `fmt` holds it,
+    else the format's float-safe default (FORMATS)."""
+    if fmt not in FORMATS:
+        raise AudioFileError(f"unknown output format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    major, fallback = FORMATS[fmt]
+    if requested is not None:
+        subtype = requested.upper()
+        if not sf.check_format(major, subtype):
+            known = ", ".join(sorted(sf.available_subtypes(major)))
+            raise AudioFileError(f"{fmt} files cannot hold the subtype {requested!r}; choose one of {known}")
+        return subtype
+    return input_subtype if input_subtype and sf.check_format(major, input_subtype) else fallback
+
+
+def stem_name(description: str) -> str:
+    """A file-name part for a description: `"Lead vocals!"` -> `"lead-vocals"` (letters, digits, `-`, `_`)."""
+    name = re.sub(r"[^\w-]+", "-", description.strip().lower(), flags=re.UNICODE).strip("-_.")
+    return name or "stem"
+
+
+def stem_paths(
+    path: str | Path, out_dir: str | Path | None, fmt: str, descriptions: Sequence[str] = ()
+) -> tuple[Path, ...]:
+    """`song.wav` -> (`<out_dir>/song.target.<fmt>`, `<out_dir>/song.residual.<fmt>`); out_dir defaults to the input's.
+
+    With two or more `descriptions`: one path per description, named after it (`song.vocals.wav`; a repeated
+    name gets `-2`, `-3`; one named "residual" becomes "residual-target"), then the residual's.
+    """
     path = Path(path)
     folder = Path(out_dir) if out_dir is not None else path.parent
-    return folder / f"{path.stem}.target.{fmt}", folder / f"{path.stem}.residual.{fmt}"
+    names = ["target"]
+    if len(descriptions) > 1:
+        names, seen = [], {"residual": 1}
+        for d in descriptions:
+            base = stem_name(d)
+            if base == "residual":
+                base = "residual-target"
+            seen[base] = seen.get(base, 0) + 1
+            names.append(base if seen[base] == 1 else f"{base}-{seen[base]}")
+    return tuple(folder / f"{path.stem}.{n}.{fmt}" for n in (*names, "residual"))
 
 
 class StemWriter:
-    """Both stem files, open for writing; `write(start, target, residual)` appends blocks in order.
+    """The stem files, open for writing; `write(start, *stems)` appends one block per file, in order.
 
     The files are written to `<name>.part` names and renamed on `close()`, so a failed or cancelled run never
-    leaves a truncated file under the final name.
+    leaves a truncated file under the final name. `subtype` (None: the format's default, see `output_subtype`)
+    sets the sample format; in an integer one, samples beyond full scale are clipped and counted in `clipped`.
     """
 
-    def __init__(self, paths: tuple[Path, Path], sample_rate: int, channels: int, fmt: str = "wav") -> None:
-        if fmt not in FORMATS:
-            raise AudioFileError(f"unknown output format {fmt!r}; choose one of {', '.join(FORMATS)}")
-        self.paths = paths
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        sample_rate: int,
+        channels: int,
+        fmt: str = "wav",
+        subtype: str | None = None,
+    ) -> None:
+        subtype = output_subtype(fmt, requested=subtype)
+        self.paths = tuple(paths)
+        self.subtype = subtype
         self.frames = 0
-        major, subtype = FORMATS[fmt]
-        self._parts = [p.with_name(p.name + ".part") for p in paths]
+        self.clipped = [0] * len(self.paths)  # samples clipped to full scale, per file
+        self._full = _INT_FULL_SCALE.get(subtype)
+        self._parts = [p.with_name(p.name + ".part") for p in self.paths]
         for part in self._parts:
             part.parent.mkdir(parents=True, exist_ok=True)
         self._files = [
-            sf.SoundFile(str(p), "w", samplerate=sample_rate, channels=channels, format=major, subtype=subtype)
+            sf.SoundFile(str(p), "w", samplerate=sample_rate, channels=channels, format=FORMATS[fmt][0], subtype=subtype)
             for p in self._parts
         ]
 
-    def write(self, start: int, target: np.ndarray, residual: np.ndarray) -> None:
+    def write(self, start: int, *stems: np.ndarray) -> None:
         # The server sends each frame once, in order; anything else is a protocol fault, not a user error.
         assert start == self.frames, f"stem block starts at frame {start}, expected {self.frames}"
-        assert target.shape == residual.shape, (target.shape, residual.shape)
-        self._files[0].write(target)
-        self._files[1].write(residual)
-        self.frames += len(target)
+        assert len(stems) == len(self._files), (len(stems), len(self._files))
+        assert all(s.shape == stems[0].shape for s in stems), [s.shape for s in stems]
+        for i, (f, stem) in enumerate(zip(self._files, stems)):
+            if self._full is not None:  # counted for the warning, and clipped here whatever libsndfile would do
+                over = (stem < -1.0) | (stem > self._full)
+                if over.any():
+                    self.clipped[i] += int(over.sum())
+                    stem = np.clip(stem, -1.0, self._full)
+            f.write(stem)
+        self.frames += len(stems[0])
 
     def close(self) -> None:
-        """Finish both files and move them to their final names."""
+        """Finish the files and move them to their final names; warn about clipped samples."""
         for f in self._files:
             f.close()
         for part, path in zip(self._parts, self.paths):
             part.replace(path)
+        for path, n in zip(self.paths, self.clipped):
+            if n:
+                log.warning(
+                    "%s: %d sample(s) beyond full scale were clipped to fit %s; write a float subtype to keep them "
+                    "(e.g. WAV FLOAT)",
+                    path.name,
+                    n,
+                    self.subtype,
+                )
 
     def abort(self) -> None:
         """Close and delete the partial files."""

@@ -50,7 +50,7 @@ from pythonosc.udp_client import SimpleUDPClient
 
 from samaudio_client.client import Client, SeparationOptions
 from samaudio_client.errors import SamaudioError
-from samaudio_client.files import FORMATS, Region, StemWriter, stem_paths
+from samaudio_client.files import FORMATS, Region, StemWriter, output_subtype, stem_paths
 from samaudio_client.spans import Span, parse_span, to_region
 
 __all__ = [
@@ -418,7 +418,9 @@ class OscBridge:
             job.check()
             writer.write(block.start, block.target, block.residual)
 
-        writer = StemWriter(r.paths, r.region.sample_rate, r.region.channels, self.fmt)
+        writer = StemWriter(
+            r.paths, r.region.sample_rate, r.region.channels, self.fmt, output_subtype(self.fmt, r.region.subtype)
+        )
         try:
             self.client.separate_file(
                 r.region.path, r.description, r.spans, start=r.start, duration=r.duration,
