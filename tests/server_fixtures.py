@@ -6,8 +6,16 @@ Import what you need from here in a test module (`from server_fixtures import ..
 
 from __future__ import annotations
 
+import os
 import queue
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 import grpc
@@ -188,6 +196,46 @@ def start_server(model, processor, **kwargs: Any):
     server, port = create_server("127.0.0.1:0", model=model, processor=processor, model_name="golden", **kwargs)
     server.start()
     return server, port
+
+
+STARTUP_SECONDS = 300  # loading torch and the model on a busy CI machine
+
+
+def server_command() -> list[str]:
+    """The installed `samaudio-server` script beside this python, else the module."""
+    script = shutil.which("samaudio-server", path=str(Path(sys.executable).parent))
+    return [script] if script else [sys.executable, "-m", "samaudio_server.main"]
+
+
+@contextmanager
+def server_process(*args: str) -> Iterator[tuple[subprocess.Popen, int, list[str]]]:
+    """A `samaudio-server --port 0 ARGS...` process -> (process, port, its stderr lines so far); killed after."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env.pop("SAMAUDIO_TOKEN", None)
+    command = [*server_command(), "--port", "0", *args]
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+    lines: queue.Queue[str | None] = queue.Queue()
+    log: list[str] = []
+
+    def read() -> None:
+        for line in proc.stderr:
+            log.append(line)
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    port = None
+    try:
+        while port is None:
+            line = lines.get(timeout=STARTUP_SECONDS)
+            assert line is not None, "samaudio-server exited before listening:\n" + "".join(log)
+            if match := re.search(r"listening on [\d.]+:(\d+)", line):
+                port = int(match.group(1))
+        yield proc, port, log
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=60)
 
 
 @pytest.fixture(scope="session")

@@ -26,6 +26,7 @@ from server_fixtures import (  # noqa: F401 - fixtures are used by name
     SOLVER_STEPS,
     golden_server,
     make_audio,
+    server_process,
     start_server,
 )
 
@@ -315,15 +316,63 @@ def test_local_writes_the_same_stems_as_the_server(thin_python, server, golden_d
         np.testing.assert_allclose(a, b, atol=1e-5)  # the server may batch windows differently
 
 
-def test_demo_runs_to_completion_and_says_the_model_is_untrained(tmp_path):
-    result = run(sys.executable, "demo", "--out-dir", str(tmp_path), "--seconds", "2")
+def test_models_lists_the_names_a_model_can_be_given_by_on_the_thin_install(thin_python):
+    listing = run(thin_python, "models")
+    as_json = run(thin_python, "models", "--json")
+
+    assert listing.returncode == 0, listing.stderr
+    assert any(line.split()[:2] == ["demo-tiny", "untrained"] for line in listing.stdout.splitlines())
+    assert "samaudio-server --model NAME" in listing.stdout
+    names = {m["name"]: m["trained"] for m in json.loads(as_json.stdout)}
+    assert names["demo-tiny"] is False and "sam-audio-small" in names
+
+
+def test_a_preset_name_serves_and_runs_local_with_the_same_untrained_model(thin_python, tmp_path):
+    """`samaudio-server --model demo-tiny` and `separate --local --model demo-tiny` need no weights, and the
+    same name builds the same model in both processes."""
+    write(tmp_path / "take.wav", 0.7, 44100, 2, seed=3)
+    args = ["separate", str(tmp_path / "take.wav"), "--text", "a chirp", "--model", "demo-tiny", *FAST]
+
+    with server_process("--model", "demo-tiny", "--device", "cpu") as (_, port, log):
+        info = run(thin_python, "info", "--server", f"127.0.0.1:{port}")
+        remote = run(thin_python, *args, "--server", f"127.0.0.1:{port}", "--out-dir", str(tmp_path / "remote"))
+    local = run(sys.executable, *args, "--local", "--out-dir", str(tmp_path / "local"))
+
+    assert "model     demo-tiny (default)" in info.stdout, info.stdout
+    assert "UNTRAINED" in "".join(log)
+    assert remote.returncode == 0, remote.stderr
+    assert local.returncode == 0, local.stderr
+    for stem in ("target", "residual"):
+        a, _ = sf.read(tmp_path / "remote" / f"take.{stem}.wav", dtype="float32")
+        b, _ = sf.read(tmp_path / "local" / f"take.{stem}.wav", dtype="float32")
+        assert a.shape == (round(0.7 * 44100), 2)
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_demo_runs_in_a_temporary_folder_says_the_model_is_untrained_and_how_to_serve_it(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "samaudio_client.cli", "demo", "--seconds", "2"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=300,
+        check=False,
+    )
 
     assert result.returncode == 0, result.stderr
     assert "UNTRAINED" in result.stderr
-    for stem in ("target", "residual"):
-        info = sf.info(tmp_path / f"demo-example.{stem}.wav")
-        assert (info.samplerate, info.channels, info.frames) == (44100, 2, 2 * 44100)
-    assert str(tmp_path / "demo-example.target.wav") in result.stdout
+    assert list(tmp_path.iterdir()) == []  # nothing left in the folder it was run from
+    paths = {line.split()[0]: Path(line.split()[1]) for line in result.stdout.splitlines() if line.startswith("  ")}
+    folder = paths["target"].parent
+    try:
+        assert folder.name.startswith("samaudio-demo-") and paths["residual"].parent == folder
+        for stem in ("target", "residual"):
+            info = sf.info(paths[stem])
+            assert (info.samplerate, info.channels, info.frames) == (44100, 2, 2 * 44100)
+        assert "samaudio-server --model demo-tiny" in result.stdout
+    finally:
+        shutil.rmtree(folder)
 
 
 @pytest.fixture(scope="module")

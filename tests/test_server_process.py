@@ -4,14 +4,8 @@ that cannot be had offline is a clear message, not a traceback."""
 from __future__ import annotations
 
 import os
-import queue
-import re
-import shutil
 import signal
 import subprocess
-import sys
-import threading
-from pathlib import Path
 
 import grpc
 import pytest
@@ -19,59 +13,27 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from samaudio.v1 import separation_pb2 as pb
 from samaudio.v1 import separation_pb2_grpc as pb_grpc
-from server_fixtures import Feeder, collect, config, make_audio, pieces, requests, status_of, to_bytes
-
-STARTUP_SECONDS = 300  # loading torch and the model on a busy CI machine
-
-
-def _server_command() -> list[str]:
-    script = shutil.which("samaudio-server", path=str(Path(sys.executable).parent))
-    return [script] if script else [sys.executable, "-m", "samaudio_server.main"]
+from server_fixtures import (
+    STARTUP_SECONDS,
+    Feeder,
+    collect,
+    config,
+    make_audio,
+    pieces,
+    requests,
+    status_of,
+    to_bytes,
+)
+from server_fixtures import server_command as _server_command
+from server_fixtures import server_process as serve
 
 
 @pytest.fixture
 def server_process(golden_dir):
     """A `samaudio-server --port 0` process on the golden model folder -> (process, port, stderr lines)."""
-    cmd = [
-        *_server_command(),
-        "--model",
-        str(golden_dir),
-        "--port",
-        "0",
-        "--device",
-        "cpu",
-        "--chunk-seconds",
-        "1",
-        "--overlap-seconds",
-        "0.4",
-        "--grace",
-        "120",
-    ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    env.pop("SAMAUDIO_TOKEN", None)
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
-    lines: queue.Queue[str | None] = queue.Queue()
-    log: list[str] = []
-
-    def read() -> None:
-        for line in proc.stderr:
-            log.append(line)
-            lines.put(line)
-        lines.put(None)
-
-    threading.Thread(target=read, daemon=True).start()
-    port = None
-    while port is None:
-        line = lines.get(timeout=STARTUP_SECONDS)
-        assert line is not None, "samaudio-server exited before listening:\n" + "".join(log)
-        if match := re.search(r"listening on [\d.]+:(\d+)", line):
-            port = int(match.group(1))
-    try:
-        yield proc, port, log
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=60)
+    args = ["--model", str(golden_dir), "--device", "cpu", "--chunk-seconds", "1", "--overlap-seconds", "0.4"]
+    with serve(*args, "--grace", "120") as running:
+        yield running
 
 
 def test_sigterm_lets_running_streams_finish_and_refuses_new_ones(server_process):
@@ -117,4 +79,4 @@ def test_a_hub_model_missing_offline_exits_with_a_message_that_says_what_to_do(t
     )
     assert done.returncode != 0
     assert "Traceback" not in done.stderr
-    assert "facebook/sam-audio-small" in done.stderr and "--model takes a local folder" in done.stderr
+    assert "facebook/sam-audio-small" in done.stderr and "--model takes a name from `samaudio models`" in done.stderr

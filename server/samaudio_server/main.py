@@ -23,7 +23,12 @@ DEFAULT_MODEL = "facebook/sam-audio-small"
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="samaudio-server", description="Serve SAM-Audio separation over gRPC.")
-    p.add_argument("--model", default=DEFAULT_MODEL, help="hub id or local folder (default: %(default)s)")
+    p.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help="a model by name (`samaudio models` lists them: demo-tiny is a small untrained one, no download), a "
+        "local folder or a Hugging Face hub id (default: %(default)s, gated)",
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s; 0.0.0.0 for all)")
     p.add_argument("--port", type=int, default=50051, help="port to bind, 0 for any free one (default: %(default)s)")
     p.add_argument("--device", default=None, help="torch device, e.g. cuda, cuda:1, cpu (default: cuda if available)")
@@ -84,7 +89,8 @@ def main(argv: list[str] | None = None) -> None:
         model, processor = models.load(args.model, device=args.device, dtype=args.dtype, vision=args.vision)
     except SAMAudioError as e:
         sys.exit(
-            f"samaudio-server: {e}\n--model takes a local folder (config.json + weights) or a hub id you can download."
+            f"samaudio-server: {e}\n--model takes a name from `samaudio models` (e.g. demo-tiny: untrained, no "
+            "download), a local folder (config.json + weights) or a hub id you can download."
         )
 
     server, port = create_server(

@@ -4,6 +4,7 @@
                      [--video CLIP.mp4 [--video-masks MASKS.npy]]
                      [--server HOST:PORT | --local [--model NAME_OR_FOLDER]] [--out-dir DIR] [--format wav|flac]
     samaudio info [--server HOST:PORT] [--json]
+    samaudio models [--json]
     samaudio demo [--out-dir DIR]
     samaudio osc --reply HOST:PORT [--listen HOST:PORT] [--server HOST:PORT]   (see samaudio_client.osc)
 
@@ -148,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         default=None,
         metavar="NAME_OR_FOLDER",
-        help="a model the server serves (default: its default), or with --local a hub id or folder",
+        help="a model the server serves (default: its default; `samaudio info` lists them), or with --local a name "
+        "from `samaudio models` (e.g. demo-tiny: untrained, no download), a hub id or a folder",
     )
     p.add_argument("--out-dir", type=Path, metavar="DIR", help="where to write the stems (default: beside each input)")
     p.add_argument("--format", choices=sorted(FORMATS), default="wav", help="output format (default: %(default)s)")
@@ -168,13 +170,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the description as JSON")
 
     p = commands.add_parser(
+        "models",
+        help="list the models known by name, for samaudio-server --model and separate --local --model",
+        description="List the models samaudio knows by name: trained models that ship with it, and presets (sizes "
+        "built with random weights: UNTRAINED, for trying the path out). Any other --model is a local folder or a "
+        "Hugging Face hub id. What a running server serves: samaudio info --server HOST:PORT.",
+    )
+    p.add_argument("--json", action="store_true", help="print the list as JSON")
+
+    p = commands.add_parser(
         "demo",
         help="separate a generated example with a small UNTRAINED model, all in this process",
         description="Start a server on a free loopback port with a small untrained model (random weights), separate "
         "a generated example through the client and write the stems: the whole path, no model download. The "
         f"stems are not a real separation. Needs {SERVER_EXTRA}.",
     )
-    p.add_argument("--out-dir", type=Path, default=Path("samaudio-demo"), help="where to write (default: %(default)s)")
+    p.add_argument(
+        "--out-dir", type=Path, help="where to write the example and its stems (default: a new temporary folder)"
+    )
     p.add_argument("--seconds", type=_positive(float), default=4.0, help="length of the example (default: %(default)s)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
@@ -420,6 +433,20 @@ def cmd_info(args: argparse.Namespace) -> None:
         print(f"limit     {name} {value:g}{' (none)' if value == 0 else ''}")
 
 
+def cmd_models(args: argparse.Namespace) -> None:
+    from samaudio.model import catalog  # torch-free: names and presets are data
+
+    if args.json:
+        print(catalog.as_json())
+        return
+    print(catalog.describe())
+    print(
+        "\nUse a name with samaudio-server --model NAME or samaudio separate --local --model NAME. Any other --model "
+        "is a local folder or a Hugging Face hub id (facebook/sam-audio-small, gated). What a running server "
+        "serves: samaudio info --server HOST:PORT."
+    )
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     _import_engine()
     from samaudio_client.demo import run_demo
@@ -449,7 +476,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     from samaudio_client import osc
 
-    command = {"separate": cmd_separate, "info": cmd_info, "demo": cmd_demo, "osc": osc.main}[args.command]
+    commands = {"separate": cmd_separate, "info": cmd_info, "models": cmd_models, "demo": cmd_demo, "osc": osc.main}
+    command = commands[args.command]
     try:
         command(args)
     except (UsageError, SpanError, AudioFileError) as err:

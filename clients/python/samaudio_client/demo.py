@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -52,8 +53,9 @@ def build_model():
     return models.build_untrained(PRESET, seed=0, threads=1)
 
 
-def run_demo(out_dir: Path, seconds: float = 4.0, quiet: bool = False) -> tuple[Path, Path]:
-    """Run the demo; returns the paths of the target and residual stems written under `out_dir`."""
+def run_demo(out_dir: Path | None = None, seconds: float = 4.0, quiet: bool = False) -> tuple[Path, Path]:
+    """Run the demo; returns the paths of the target and residual stems written under `out_dir` (default: a new
+    temporary folder, so a run from a checkout leaves nothing in it)."""
     from samaudio_server.server import create_server
     from samaudio_server.servicer import Defaults
 
@@ -61,6 +63,8 @@ def run_demo(out_dir: Path, seconds: float = 4.0, quiet: bool = False) -> tuple[
     from samaudio_client.errors import SamaudioError
 
     print(UNTRAINED, file=sys.stderr)
+    if out_dir is None:
+        out_dir = Path(tempfile.mkdtemp(prefix="samaudio-demo-"))
     out_dir.mkdir(parents=True, exist_ok=True)
     example = out_dir / "demo-example.wav"
     sf.write(str(example), make_example(seconds), EXAMPLE_RATE, subtype="FLOAT")
@@ -87,7 +91,8 @@ def run_demo(out_dir: Path, seconds: float = 4.0, quiet: bool = False) -> tuple[
         f"samaudio demo: separated {example} ({seconds:g} s, stereo, {EXAMPLE_RATE} Hz) for {DESCRIPTION!r} with "
         f"the UNTRAINED {PRESET} model through a server on 127.0.0.1:{port}:\n"
         f"  input     {example}\n  target    {target}\n  residual  {residual}\n"
-        "Next: run a server with a trained model (samaudio-server --model facebook/sam-audio-small) and "
-        '`samaudio separate YOUR_FILE --text "..." --server HOST:PORT`.'
+        f"Next: serve this model (samaudio-server --model {PRESET}), or a trained one (samaudio models lists the "
+        "names; --model facebook/sam-audio-small with access to the gated weights), and separate your own audio: "
+        'samaudio separate YOUR_FILE --text "..." --server 127.0.0.1:50051'
     )
     return target, residual
