@@ -105,3 +105,9 @@ def test_several_descriptions_name_their_files_and_the_residual_comes_last(tmp_p
     assert [p.name for p in stem_paths(tmp_path / "take.wav", None, "wav", ["drums"])] == [
         "take.target.wav", "take.residual.wav"
     ]
+
+
+@pytest.mark.parametrize("compressed", ["MPEG_LAYER_III", "VORBIS", "ULAW"])
+def test_stems_of_a_compressed_input_are_written_as_float_wav(compressed):
+    assert output_subtype("wav", compressed) == "FLOAT"
+    assert output_subtype("flac", compressed) == "PCM_24"

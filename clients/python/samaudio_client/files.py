@@ -129,7 +129,10 @@ def output_subtype(fmt: str, input_subtype: str = "", requested: str | None = No
             known = ", ".join(sorted(sf.available_subtypes(major)))
             raise AudioFileError(f"{fmt} files cannot hold the subtype {requested!r}; choose one of {known}")
         return subtype
-    return input_subtype if input_subtype and sf.check_format(major, input_subtype) else fallback
+    # Only plain samples are kept: a compressed input's subtype (MP3, Vorbis, u-law, ...) may be accepted by
+    # check_format for a WAV yet not write (MPEG_LAYER_III in WAV), and would lose quality again if it did.
+    plain = input_subtype in _INT_FULL_SCALE or input_subtype in ("FLOAT", "DOUBLE")
+    return input_subtype if plain and sf.check_format(major, input_subtype) else fallback
 
 
 def stem_name(description: str) -> str:
