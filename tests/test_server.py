@@ -87,6 +87,23 @@ def test_blocks_are_contiguous_and_progress_and_summary_count_every_frame(stub):
     assert s.windows >= 3 and s.model_evaluations >= s.windows and s.elapsed_seconds > 0
 
 
+def test_each_progress_follows_the_stem_blocks_it_counts_and_one_summary_ends_the_stream(stub):
+    """The protocol text: audio may go out before `accepted` (all of it here, at once), a progress message
+    never counts frames whose block has not come yet, and exactly one summary comes, last."""
+    cfg = config(sample_rate=44100, channels=2)
+    audio = make_audio(1.7, 44100, 2, seed=6)
+    received, kinds = 0, []
+    for response in stub.Separate(requests(cfg, pieces(audio, 7_001))):
+        kinds.append(response.WhichOneof("streaming_response"))
+        if kinds[-1] == "stem_block":
+            received += response.stem_block.frame_count
+        elif kinds[-1] == "progress":
+            assert response.progress.frames_done <= received
+            assert response.progress.frames_done <= response.progress.frames_known <= len(audio)
+    assert kinds[0] == "accepted" and kinds.count("summary") == 1 and kinds[-1] == "summary"
+    assert "progress" in kinds and received == len(audio)
+
+
 def test_accepted_reports_the_effective_settings(stub):
     cfg = pb.SeparationConfig(
         description="a chirp", sample_rate_hertz=48000, channel_count=1, sample_format=pb.SAMPLE_FORMAT_FLOAT32_LE
