@@ -17,6 +17,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
+from samaudio.defaults import STREAM_DEFAULTS
 
 logger = logging.getLogger("bench")
 
@@ -68,8 +69,8 @@ class Settings:
             transport_seconds=600.0,
             transport_repeats=7,
             serving_seconds=30.0,
-            serving_chunk_seconds=10.0,
-            serving_overlap_seconds=2.0,
+            serving_chunk_seconds=STREAM_DEFAULTS.chunk_seconds,
+            serving_overlap_seconds=STREAM_DEFAULTS.overlap_seconds,
             serving_repeats=6,
             latency_repeats=6,
             rtf_presets=["sam-audio-small", "sam-audio-base", "sam-audio-large"] if cuda else

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
+from samaudio.defaults import STREAM_DEFAULTS
 
 MODEL_RATE = 48000  # the model's sample rate; benchmark audio is sent at this rate (no resampling)
 DEMO_PRESET = "demo-tiny"
@@ -149,7 +150,7 @@ class LoopbackServer:
         *,
         chunk_seconds: float,
         overlap_seconds: float,
-        max_batch: int = 4,
+        max_batch: int = STREAM_DEFAULTS.windows_per_device_batch,
         run_batch: Callable[[Sequence[Any]], list[Any]] | None = None,
     ):
         self.model, self.processor = model, processor
@@ -160,7 +161,8 @@ class LoopbackServer:
 
     def __enter__(self) -> int:
         from samaudio_server.server import create_server
-        from samaudio_server.servicer import Defaults, Limits
+        from samaudio.defaults import StreamDefaults
+        from samaudio_server.servicer import Limits
         from samaudio_server.worker import BatchingWorker
 
         worker = BatchingWorker(self.run_batch, max_batch=self.max_batch) if self.run_batch is not None else None
@@ -170,8 +172,12 @@ class LoopbackServer:
             processor=self.processor,
             model_name="bench",
             limits=Limits(max_stream_seconds=0),  # benchmark streams may be long
-            defaults=Defaults(chunk_seconds=self.chunk_seconds, overlap_seconds=self.overlap_seconds),
-            max_batch=self.max_batch,
+            defaults=StreamDefaults(
+                chunk_seconds=self.chunk_seconds,
+                overlap_seconds=self.overlap_seconds,
+                windows_per_stream_call=self.max_batch,
+                windows_per_device_batch=self.max_batch,
+            ),
             worker=worker,
         )
         self.server.start()

@@ -22,6 +22,7 @@ import time
 from concurrent import futures
 from pathlib import Path
 from typing import Any, Callable, Iterator
+from samaudio.defaults import STREAM_DEFAULTS
 
 ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT_SECONDS = 300.0
@@ -77,7 +78,7 @@ def _serve(stand_in: bool, echo: bool, device: str) -> tuple[int, Callable[[], N
 
     model, processor = build_demo_model(device)
     loopback = LoopbackServer(
-        model, processor, chunk_seconds=10.0, overlap_seconds=2.0, run_batch=passthrough_stems if stand_in else None
+        model, processor, chunk_seconds=STREAM_DEFAULTS.chunk_seconds, overlap_seconds=STREAM_DEFAULTS.overlap_seconds, run_batch=passthrough_stems if stand_in else None
     )
     port = loopback.__enter__()
     return port, lambda: loopback.__exit__(None, None, None)

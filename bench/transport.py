@@ -21,10 +21,12 @@ from typing import Any
 
 from bench.common import MODEL_RATE, PassThroughWorker, bench_signal, build_demo_model, serving_threads, torch_threads
 from bench.serve import ServerProcess
+from samaudio.defaults import STREAM_DEFAULTS
 
 CHANNELS = 2
-CHUNK_SECONDS = 10.0  # the server defaults: they set how often the engine stitches and answers
-OVERLAP_SECONDS = 2.0
+# the server defaults: they set how often the engine stitches and answers
+CHUNK_SECONDS = STREAM_DEFAULTS.chunk_seconds
+OVERLAP_SECONDS = STREAM_DEFAULTS.overlap_seconds
 BLOCK_SECONDS = 0.25  # the client's default send size
 
 

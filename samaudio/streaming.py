@@ -41,8 +41,9 @@ Choices and their reasons:
 - **Cross-fades.** Over the overlap, the later window fades in as sin^2 and the earlier one fades out as
   cos^2 (they sum to one); accumulated weights are divided by their sum, like demucs `apply.py`, so a
   constant passes unchanged and the first and last windows need no special case.
-- **Text once per stream.** The description is encoded by the model's T5 on the first window and the
-  features are reused by every window (`text_features` of `SAMAudio.separate`).
+- **Text once per stream, on the worker.** The description is encoded by the model's T5 when the worker runs
+  the stream's first window (`StreamText`), on the thread that runs the model, and the features are reused by
+  every window (`text_features` of `SAMAudio.separate`).
 - **Anchors** ("+"/"-", start, end in absolute seconds) are mapped to absolute latent frames with the
   processor's rule (`ceil(t * 48000 / 1920)`), clipped to each window and handed to it in window seconds
   (half a frame before each edge frame, so the processor's `ceil` finds exactly those frames again).
@@ -56,7 +57,7 @@ Choices and their reasons:
   until the audio ends; a stream cannot know at the video's end that more audio will come.) A window's frames
   ride in its `WindowJob`, the same for each channel; an empty description is allowed with a video.
 
-Default window: 10 s chunks overlapping by 2 s. Longer windows give the DiT more context (a sound's
+Default window (`samaudio.defaults`): 10 s chunks overlapping by 2 s. Longer windows give the DiT more context (a sound's
 identity is clearer over seconds; attention cost grows with the square of the window) and need fewer
 seams; longer overlaps hide seams better but cost compute: each frame is separated W / (W - V) times on
 average (1.25x at 10 s / 2 s). Other SAM-Audio chunkers use 10 s with 1 to 3 s cross-fades, or 25 s with
@@ -91,6 +92,7 @@ import numpy as np
 import torch
 import torchaudio
 
+from samaudio.defaults import STREAM_DEFAULTS
 from samaudio.errors import (
     CancelledError,
     InvalidAnchorError,
@@ -111,6 +113,7 @@ __all__ = [
     "StreamingSeparator",
     "StemBlock",
     "WindowJob",
+    "StreamText",
     "WindowStems",
     "WindowWorker",
     "LocalWorker",
@@ -399,14 +402,34 @@ class VideoPrompt:
 # Work units and the worker interface
 
 
+class StreamText:
+    """A stream's description, encoded by the model's T5 once, on first use, by the thread that runs the model.
+
+    Every window of a stream carries the same `StreamText`; the worker that separates the first window encodes
+    it (`features`), later windows reuse the features. Encoding on the worker keeps all model work on the one
+    thread that owns the device (issue 15: it used to run on the stream's own thread).
+    """
+
+    def __init__(self, description: str):
+        self.description = description
+        self._encoded: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._lock = threading.Lock()  # two workers never encode one stream's text twice
+
+    def features(self, model: "SAMAudio") -> tuple[torch.Tensor, torch.Tensor]:
+        """((1, S_t, Dt) features, (1, S_t) bool mask, True on tokens), encoded on the first call."""
+        with self._lock:
+            if self._encoded is None:
+                with torch.inference_mode():
+                    self._encoded = model.encode_text([self.description])
+            return self._encoded
+
+
 @dataclass
 class WindowJob:
     """Everything the model needs to separate one window of one stream."""
 
     audio: torch.Tensor  # (ch, W*H) float32 at 48 kHz, CPU; zero-padded to the full window
-    description: str
-    text_features: torch.Tensor  # (1, S_t, Dt) the stream's encoded description
-    text_mask: torch.Tensor  # (1, S_t) bool, True on tokens
+    text: StreamText  # the stream's description, encoded by the worker on first use
     anchors: list[Anchor]  # in window seconds; [] when no anchor reaches this window
     noise: torch.Tensor  # (W, 2C) float32 starting noise, shared by the window's channels
     watermark_message: torch.Tensor  # (2, 16) float bits: row 0 target, row 1 residual
@@ -419,6 +442,10 @@ class WindowJob:
     # True once nobody wants this window any more (its stream was cancelled): the model stops at its next solver
     # step when every job of its call says so (issue 19). None: run to the end.
     should_stop: Callable[[], bool] | None = None
+
+    @property
+    def description(self) -> str:
+        return self.text.description
 
 
 @dataclass
@@ -478,12 +505,13 @@ def window_batch(processor: "SAMAudioProcessor", jobs: Sequence[WindowJob]) -> "
 def _separate_group(model: "SAMAudio", processor: "SAMAudioProcessor", jobs: list[WindowJob]) -> list[WindowStems]:
     channels = [job.audio.shape[0] for job in jobs]
     batch = window_batch(processor, jobs)
-    S = max(job.text_features.shape[1] for job in jobs)
+    texts = [job.text.features(model) for job in jobs]  # [((1, S_t, Dt), (1, S_t))]
+    S = max(features.shape[1] for features, _ in texts)
     feats, masks = [], []
-    for job, ch in zip(jobs, channels):
-        pad = S - job.text_features.shape[1]
-        f = torch.nn.functional.pad(job.text_features, (0, 0, 0, pad))  # (1, S, Dt)
-        m = torch.nn.functional.pad(job.text_mask, (0, pad), value=False)  # (1, S)
+    for (features, mask), ch in zip(texts, channels):
+        pad = S - features.shape[1]
+        f = torch.nn.functional.pad(features, (0, 0, 0, pad))  # (1, S, Dt)
+        m = torch.nn.functional.pad(mask, (0, pad), value=False)  # (1, S)
         feats.append(f.expand(ch, -1, -1))
         masks.append(m.expand(ch, -1))
     noise = torch.cat([job.noise.unsqueeze(0).expand(ch, -1, -1) for job, ch in zip(jobs, channels)])  # (B, W, 2C)
@@ -669,11 +697,11 @@ class StreamingSeparator:
         *,
         sample_rate: int,
         channels: int,
-        chunk_seconds: float = 10.0,
-        overlap_seconds: float = 2.0,
-        seed: int = 0,
+        chunk_seconds: float = STREAM_DEFAULTS.chunk_seconds,
+        overlap_seconds: float = STREAM_DEFAULTS.overlap_seconds,
+        seed: int = STREAM_DEFAULTS.seed,
         ode_opt: dict[str, Any] | None = None,
-        max_batch: int = 4,
+        max_batch: int = STREAM_DEFAULTS.windows_per_stream_call,
         on_progress: Progress | None = None,
         worker: WindowWorker | None = None,
         video: VideoPrompt | None = None,
@@ -711,7 +739,7 @@ class StreamingSeparator:
             for sign, s, e in self.anchors
         ]
         self._message = watermark_bits(self.seed)  # (2, 16)
-        self._text: tuple[torch.Tensor, torch.Tensor] | None = None  # encoded on the first window
+        self._text = StreamText(description)  # encoded by the worker, on the first window
 
         self._up = _StreamResampler(self.sample_rate, plan.sample_rate, self.channels)
         self._down = _StreamResampler(plan.sample_rate, self.sample_rate, 2 * self.channels)  # target, residual
@@ -744,11 +772,11 @@ class StreamingSeparator:
         *,
         sample_rate: int,
         channels: int,
-        chunk_seconds: float = 10.0,
-        overlap_seconds: float = 2.0,
-        seed: int = 0,
+        chunk_seconds: float = STREAM_DEFAULTS.chunk_seconds,
+        overlap_seconds: float = STREAM_DEFAULTS.overlap_seconds,
+        seed: int = STREAM_DEFAULTS.seed,
         ode_opt: dict[str, Any] | None = None,
-        max_batch: int = 4,
+        max_batch: int = STREAM_DEFAULTS.windows_per_stream_call,
         video: VideoPrompt | None = None,
     ) -> WindowPlan:
         """Check a stream's arguments without model work: named errors with the numbers and the fix.
@@ -920,7 +948,7 @@ class StreamingSeparator:
         self._y_pieces, self._y_len, self._noise = [], 0, None
         self._ola = OverlapAdd(0, 0)
         self._up = self._down = _StreamResampler(1, 1, 0)
-        self._text = None
+        self._text = StreamText(self.description)  # the encoded features go with the old one
         self.video = None
 
     def _fail(self, e: BaseException) -> None:
@@ -1014,15 +1042,10 @@ class StreamingSeparator:
         if audio.shape[-1] < plan.samples:  # the last window: zeros to the full length, always the same way
             audio = torch.nn.functional.pad(audio, (0, plan.samples - audio.shape[-1]))
         audio = audio.clone()  # (ch, W*H)
-        if self._text is None:
-            with torch.inference_mode():
-                self._text = self.model.encode_text([self.description])
         f0 = k * plan.stride
         return WindowJob(
             audio=audio,
-            description=self.description,
-            text_features=self._text[0],
-            text_mask=self._text[1],
+            text=self._text,
             anchors=self._window_anchors(f0),
             noise=self._window_noise(f0),  # (W, 2C)
             watermark_message=self._message,

@@ -186,13 +186,21 @@ def status_of(call_fn) -> tuple[grpc.StatusCode, str]:
     return info.value.code(), info.value.details()
 
 
+def stream_defaults(**fields: Any):
+    """The tests' server defaults: short windows, MAX_BATCH windows per stream call and per device batch."""
+    from samaudio.defaults import StreamDefaults
+
+    fields.setdefault("chunk_seconds", CHUNK_SECONDS)
+    fields.setdefault("overlap_seconds", OVERLAP_SECONDS)
+    fields.setdefault("windows_per_stream_call", MAX_BATCH)
+    fields.setdefault("windows_per_device_batch", MAX_BATCH)
+    return StreamDefaults(**fields)
+
+
 def start_server(model, processor, **kwargs: Any):
     """A started server on 127.0.0.1:0 -> (server, port). Stop it with server.stop(0)."""
     from samaudio_server.server import create_server
-    from samaudio_server.servicer import Defaults
-
-    kwargs.setdefault("defaults", Defaults(chunk_seconds=CHUNK_SECONDS, overlap_seconds=OVERLAP_SECONDS))
-    kwargs.setdefault("max_batch", MAX_BATCH)
+    kwargs.setdefault("defaults", stream_defaults())
     server, port = create_server("127.0.0.1:0", model=model, processor=processor, model_name="golden", **kwargs)
     server.start()
     return server, port

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from server_fixtures import start_server
+from server_fixtures import start_server, stream_defaults
 
 ROOT = Path(__file__).resolve().parents[1]
 REAPER_DIR = ROOT / "clients" / "reaper"
@@ -61,11 +61,9 @@ def samaudio_program() -> Path:
 @pytest.fixture(scope="module")
 def server_address(golden_model, golden_processor) -> str:
     """The golden model on loopback, with a token, short windows and 2 solver steps (fast)."""
-    from samaudio_server.servicer import Defaults
-
     server, port = start_server(
         golden_model, golden_processor, token=TOKEN,
-        defaults=Defaults(chunk_seconds=1.0, overlap_seconds=0.4, solver_steps=2),
+        defaults=stream_defaults(chunk_seconds=1.0, overlap_seconds=0.4, solver_steps=2),
     )
     yield f"127.0.0.1:{port}"
     server.stop(0)

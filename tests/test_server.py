@@ -30,6 +30,7 @@ from server_fixtures import (  # noqa: F401 - channel, golden_server and stub ar
     separate,
     start_server,
     status_of,
+    stream_defaults,
     stub,
     to_bytes,
 )
@@ -114,6 +115,49 @@ def test_accepted_reports_the_effective_settings(stub):
     assert (eff.chunk_seconds, eff.overlap_seconds) == (1.0, 0.4)  # this server's defaults
     assert list(eff.stems) == [pb.STEM_TARGET, pb.STEM_RESIDUAL]
     assert got.accepted.model_sample_rate_hertz == 48000
+
+
+def test_the_server_default_solver_steps_are_the_steps_run(golden_model, golden_processor):
+    server, port = start_server(golden_model, golden_processor, defaults=stream_defaults(solver_steps=8))
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            cfg = config(solver_steps=None)  # no steps in the request: the server's default
+            got = separate(pb_grpc.SeparationServiceStub(ch), cfg, [make_audio(0.5, 48000, 1, seed=5)])
+        assert got.accepted.effective_config.solver_steps == 8
+        assert got.summary.model_evaluations == got.summary.windows * 2 * 8  # midpoint: 2 evaluations a step
+    finally:
+        server.stop(0)
+
+
+def test_windows_per_stream_call_and_per_device_batch_are_separate_settings(golden_model, golden_processor):
+    defaults = stream_defaults(windows_per_stream_call=1, windows_per_device_batch=3)
+    server, port = start_server(golden_model, golden_processor, defaults=defaults)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            got = separate(pb_grpc.SeparationServiceStub(ch), config(), [make_audio(2.3, 48000, 1, seed=5)])
+        assert got.summary.windows >= 3
+        assert server.worker.max_batch == 3  # the device may batch 3 windows a call...
+        assert server.worker.largest_batch == 1  # ...but this lone stream hands over one window at a time
+    finally:
+        server.stop(0)
+
+
+def test_text_is_encoded_on_the_device_thread(golden_model, golden_processor, monkeypatch):
+    threads = []
+    encode = golden_model.encode_text
+
+    def recording(texts):
+        threads.append(threading.current_thread().name)
+        return encode(texts)
+
+    monkeypatch.setattr(golden_model, "encode_text", recording)
+    server, port = start_server(golden_model, golden_processor)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            separate(pb_grpc.SeparationServiceStub(ch), config(), [make_audio(0.5, 48000, 1, seed=5)])
+    finally:
+        server.stop(0)
+    assert threads == ["samaudio-device"]  # the one thread that owns the model, once per stream
 
 
 def test_only_the_stems_asked_for_come_back(stub):

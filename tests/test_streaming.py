@@ -167,7 +167,7 @@ def test_windows_of_different_streams_batch_together_without_changing_results(go
                         worker=echo)
         sep.push(music(9600, 1, 48000, seed))
         jobs.append(echo.jobs[0])
-    assert jobs[0].text_features.shape[1] != jobs[1].text_features.shape[1]
+    assert jobs[0].text.features(golden_model)[0].shape[1] != jobs[1].text.features(golden_model)[0].shape[1]
 
     together = separate_windows(golden_model, golden_processor, jobs)
     for job, stems in zip(jobs, together):
@@ -280,17 +280,22 @@ def test_overlapping_windows_start_from_the_same_noise(golden_model, golden_proc
     assert not torch.equal(frame_noise(9, 0, W, width), frame_noise(10, 0, W, width))
 
 
-def test_text_is_encoded_once_per_stream(golden_model, golden_processor):
+def test_text_is_encoded_once_per_stream_by_the_worker(golden_model, golden_processor, monkeypatch):
+    calls = []
+    encode = golden_model.encode_text
+    monkeypatch.setattr(golden_model, "encode_text", lambda texts: calls.append(texts) or encode(texts))
     echo = EchoWorker()
     run(separator(golden_model, golden_processor, worker=echo), music(48000, 1, 48000))
+    assert calls == [] and len(echo.jobs) > 5  # the stream itself encodes nothing: that is model work
+    assert all(job.text is echo.jobs[0].text for job in echo.jobs)
+    separate_windows(golden_model, golden_processor, echo.jobs[:2])
+    separate_windows(golden_model, golden_processor, echo.jobs[2:3])
+    assert calls == [["a dog barking"]]  # once, by the first worker call, and reused
+    features, mask = echo.jobs[0].text.features(golden_model)
     with torch.inference_mode():
-        features, mask = golden_model.encode_text(["a dog barking"])
-    assert len(echo.jobs) > 5
-    for job in echo.jobs:
-        assert job.text_features is echo.jobs[0].text_features  # the same tensor, not re-encoded
-        assert job.text_mask is echo.jobs[0].text_mask
-    assert torch.allclose(echo.jobs[0].text_features, features, rtol=0, atol=TOL)
-    assert torch.equal(echo.jobs[0].text_mask, mask)
+        expected_features, expected_mask = encode(["a dog barking"])
+    assert torch.allclose(features, expected_features, rtol=0, atol=TOL)
+    assert torch.equal(mask, expected_mask)
 
 
 def test_windows_are_batched_up_to_max_batch_with_channels_as_items(golden_model, golden_processor):

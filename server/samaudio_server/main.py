@@ -14,7 +14,8 @@ import sys
 import threading
 from pathlib import Path
 
-from samaudio_server.servicer import Defaults, Limits
+from samaudio.defaults import STREAM_DEFAULTS, StreamDefaults
+from samaudio_server.servicer import Limits
 
 logger = logging.getLogger("samaudio_server")
 
@@ -51,11 +52,24 @@ def build_parser() -> argparse.ArgumentParser:
         default=Limits.max_stream_seconds,
         help="longest stream in seconds of audio, 0 for no limit (default: %(default)s)",
     )
+    d = STREAM_DEFAULTS
     p.add_argument(
-        "--max-batch", type=int, default=4, help="windows per model call, across streams (default: %(default)s)"
+        "--device-batch",
+        type=int,
+        default=d.windows_per_device_batch,
+        help="windows per model call, across streams (default: %(default)s)",
     )
-    p.add_argument("--chunk-seconds", type=float, default=Defaults.chunk_seconds, help="default window length")
-    p.add_argument("--overlap-seconds", type=float, default=Defaults.overlap_seconds, help="default window overlap")
+    p.add_argument(
+        "--stream-batch",
+        type=int,
+        default=d.windows_per_stream_call,
+        help="windows one stream hands to the device at once (default: %(default)s)",
+    )
+    p.add_argument("--chunk-seconds", type=float, default=d.chunk_seconds, help="default window length (s)")
+    p.add_argument("--overlap-seconds", type=float, default=d.overlap_seconds, help="default window overlap (s)")
+    p.add_argument(
+        "--steps", type=int, default=d.solver_steps, help="default midpoint solver steps (default: %(default)s)"
+    )
     p.add_argument(
         "--token",
         default=os.environ.get("SAMAUDIO_TOKEN"),
@@ -101,8 +115,13 @@ def main(argv: list[str] | None = None) -> None:
         limits=Limits(
             max_streams=args.max_streams, max_stream_seconds=args.max_seconds, max_video_bytes=args.max_video_bytes
         ),
-        defaults=Defaults(chunk_seconds=args.chunk_seconds, overlap_seconds=args.overlap_seconds),
-        max_batch=args.max_batch,
+        defaults=StreamDefaults(
+            chunk_seconds=args.chunk_seconds,
+            overlap_seconds=args.overlap_seconds,
+            solver_steps=args.steps,
+            windows_per_stream_call=args.stream_batch,
+            windows_per_device_batch=args.device_batch,
+        ),
         token=args.token or None,  # an empty SAMAUDIO_TOKEN means no token
         tls_cert=tls[0],
         tls_key=tls[1],

@@ -14,10 +14,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 import samaudio
+from samaudio.defaults import STREAM_DEFAULTS, StreamDefaults
 from samaudio.v1 import separation_pb2 as pb
 from samaudio.v1 import separation_pb2_grpc as pb_grpc
 from samaudio_server.errors import UnauthenticatedError, status_code
-from samaudio_server.servicer import Defaults, Limits, SeparationServicer
+from samaudio_server.servicer import Limits, SeparationServicer
 from samaudio_server.worker import BatchingWorker
 
 logger = logging.getLogger(__name__)
@@ -126,8 +127,7 @@ def create_server(
     processor: Any,
     model_name: str = "samaudio",
     limits: Limits = Limits(),
-    defaults: Defaults = Defaults(),
-    max_batch: int = 4,
+    defaults: StreamDefaults = STREAM_DEFAULTS,
     max_queue: int = 32,
     token: str | None = None,
     tls_cert: bytes | None = None,
@@ -136,12 +136,17 @@ def create_server(
 ) -> tuple[SeparationServer, int]:
     """Build (not start) a server for `model` on `address`; returns it and the port bound (for ':0').
 
-    `token` turns on bearer-token auth; `tls_cert`/`tls_key` (PEM bytes) turn on TLS. `worker` defaults to a
-    `BatchingWorker` running the library's windows on `model`'s device.
+    `defaults` fills what a stream's config leaves unset and sizes the batches: each stream hands its worker up
+    to `defaults.windows_per_stream_call` windows at once, and the device thread runs up to
+    `defaults.windows_per_device_batch` windows, across streams, per model call. `token` turns on bearer-token
+    auth; `tls_cert`/`tls_key` (PEM bytes) turn on TLS. `worker` defaults to a `BatchingWorker` running the
+    library's windows on `model`'s device.
     """
     if (tls_cert is None) != (tls_key is None):
         raise ValueError("TLS needs both a certificate and its private key (--tls-cert and --tls-key)")
-    worker = worker or BatchingWorker.for_model(model, processor, max_batch=max_batch, max_queue=max_queue)
+    worker = worker or BatchingWorker.for_model(
+        model, processor, max_batch=defaults.windows_per_device_batch, max_queue=max_queue
+    )
     servicer = SeparationServicer(
         model,
         processor,
@@ -149,7 +154,6 @@ def create_server(
         model_name=model_name,
         limits=limits,
         defaults=defaults,
-        max_batch=max_batch,
         version=samaudio.__version__,
         authentication_required=token is not None,
     )

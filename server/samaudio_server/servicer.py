@@ -20,6 +20,7 @@ from typing import Any, Iterator
 import grpc
 import numpy as np
 
+from samaudio.defaults import STREAM_DEFAULTS, StreamDefaults
 from samaudio.errors import (
     InvalidAnchorError,
     InvalidAudioError,
@@ -62,16 +63,6 @@ class Limits:
     # A masked video, as sent and as decoded frames (N x H x W x 3), held for the whole stream: 256 MiB is about
     # 10 s of 25 fps video at 640 x 540. What is sent must also fit max_request_bytes. 0: no limit.
     max_video_bytes: int = 256 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class Defaults:
-    """Settings a config may leave unset."""
-
-    chunk_seconds: float = 10.0
-    overlap_seconds: float = 2.0
-    seed: int = 0
-    solver_steps: int = 16  # the official ODE: midpoint, step 1/16
 
 
 class StreamGate:
@@ -191,8 +182,7 @@ class SeparationServicer(pb_grpc.SeparationServiceServicer):
         *,
         model_name: str,
         limits: Limits = Limits(),
-        defaults: Defaults = Defaults(),
-        max_batch: int = 4,
+        defaults: StreamDefaults = STREAM_DEFAULTS,
         version: str = "",
         authentication_required: bool = False,
     ):
@@ -202,7 +192,6 @@ class SeparationServicer(pb_grpc.SeparationServiceServicer):
         self.model_name = model_name
         self.limits = limits
         self.defaults = defaults
-        self.max_batch = max_batch
         self.version = version
         self.authentication_required = authentication_required
         self.gate = StreamGate(limits.max_streams)
@@ -300,7 +289,7 @@ class SeparationServicer(pb_grpc.SeparationServiceServicer):
             overlap_seconds=config.overlap_seconds,
             seed=config.seed,
             ode_opt=self._ode_opt(config.solver_steps),
-            max_batch=self.max_batch,
+            max_batch=self.defaults.windows_per_stream_call,
             on_progress=lambda done, known: progress.append((done, known)),
             worker=worker,
             video=video,
@@ -423,12 +412,14 @@ class SeparationServicer(pb_grpc.SeparationServiceServicer):
             effective.masked_video.frames_per_second = video.frames_per_second
         return video
 
-    def _ode_opt(self, steps: int) -> dict[str, Any] | None:
-        from samaudio.model.model import midpoint_ode_opt
+    @staticmethod
+    def _ode_opt(steps: int) -> dict[str, Any] | None:
+        """The ODE of `steps` midpoint steps: the effective config's steps are the steps run (issue 15: a server
+        default other than the model's was reported but not used)."""
+        from samaudio.model.model import DEFAULT_ODE_OPT, midpoint_ode_opt
 
-        if steps == self.defaults.solver_steps:
-            return None  # the model's own default, exactly
-        return midpoint_ode_opt(steps)
+        ode_opt = midpoint_ode_opt(steps)
+        return None if ode_opt == DEFAULT_ODE_OPT else ode_opt  # None: the model's own default, exactly
 
     def _pack(
         self, blocks: list[Any], fmt: int, want_target: bool, want_residual: bool

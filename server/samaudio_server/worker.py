@@ -18,6 +18,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+from samaudio.defaults import STREAM_DEFAULTS
 from samaudio.errors import StoppedError
 from samaudio_server.errors import WorkerClosedError
 
@@ -35,7 +36,14 @@ class _Submission:
 class BatchingWorker:
     """A `WindowWorker` with a thread that owns the device, a bounded queue, and batching across streams."""
 
-    def __init__(self, run_batch: RunBatch, *, max_batch: int = 4, max_queue: int = 32, name: str = "samaudio-device"):
+    def __init__(
+        self,
+        run_batch: RunBatch,
+        *,
+        max_batch: int = STREAM_DEFAULTS.windows_per_device_batch,
+        max_queue: int = 32,
+        name: str = "samaudio-device",
+    ):
         if max_batch < 1 or max_queue < 1:
             raise ValueError(f"max_batch={max_batch} and max_queue={max_queue} must both be >= 1")
         self.max_batch = max_batch

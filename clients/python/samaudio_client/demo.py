@@ -57,7 +57,7 @@ def run_demo(out_dir: Path | None = None, seconds: float = 4.0, quiet: bool = Fa
     """Run the demo; returns the paths of the target and residual stems written under `out_dir` (default: a new
     temporary folder, so a run from a checkout leaves nothing in it)."""
     from samaudio_server.server import create_server
-    from samaudio_server.servicer import Defaults
+    from samaudio.defaults import StreamDefaults
 
     from samaudio_client import cli
     from samaudio_client.errors import SamaudioError
@@ -75,7 +75,7 @@ def run_demo(out_dir: Path | None = None, seconds: float = 4.0, quiet: bool = Fa
         model=model,
         processor=processor,
         model_name=f"{PRESET}-untrained",
-        defaults=Defaults(chunk_seconds=CHUNK_SECONDS, overlap_seconds=OVERLAP_SECONDS),
+        defaults=StreamDefaults(chunk_seconds=CHUNK_SECONDS, overlap_seconds=OVERLAP_SECONDS),
     )
     server.start()
     log.info("demo server on 127.0.0.1:%d", port)
