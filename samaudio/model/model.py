@@ -14,6 +14,7 @@ One vector-field evaluation (`forward`):
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -30,6 +31,14 @@ from samaudio.model.align import AlignModalities, EmbedAnchors, SinusoidalEmbedd
 from samaudio.model.codec import DACVAE
 from samaudio.model.config import SAMAudioConfig
 from samaudio.model.hub import CONFIG_NAME, load_weights, resolve_folder
+from samaudio.model.span_predictor import (
+    DEFAULT_THRESHOLD,
+    PEAudioFrame,
+    PEAudioFrameTransform,
+    anchors_from_spans,
+    resolve_span_predictor,
+    spans_from_activity,
+)
 from samaudio.model.text_encoder import T5TextEncoder
 from samaudio.model.transformer import DiT
 from samaudio.model.vision_encoder import PerceptionEncoder, resolve_pe_config
@@ -49,6 +58,10 @@ OPTIONAL_PREFIXES = ("text_encoder.", "visual_ranker.", "text_ranker.", "span_pr
 # Built only on request (visual prompting); otherwise its weights are set aside. The -tv models' PE tower is
 # 2.7 GB in float32, the official loader's top cause of out-of-memory reports.
 VISION_PREFIX = "vision_encoder."
+SPAN_PREFIX = "span_predictor."
+# What reaches the DiT with predict_spans=True: "fixed" conditions on the predicted anchors (official pull request
+# #100, fixing issue #98); "released" reproduces sam-audio 68b48d4, where they are computed and then unused.
+SPAN_ANCHOR_MODES = ("fixed", "released")
 
 
 @dataclass
@@ -57,11 +70,30 @@ class SeparationResult:
     residual: list[torch.Tensor]  # B waveforms (sizes_i * hop,): everything else
     noise: torch.Tensor  # (B, T, 2C) the ODE's starting point, to replay a run
     nfe: int = 0  # vector-field evaluations the solver made
+    spans: list[list[list[float]]] | None = None  # predict_spans=True: per item [start_s, end_s] of each run
+
+
+@dataclass
+class SpanPrediction:
+    """What `SAMAudio.predict_spans` found: spans, the "+" anchors made of them and their processed tensors."""
+
+    spans: list[list[list[float]]]  # per item [start_s, end_s], float32 seconds
+    anchors: list[list[tuple[str, float, float]]]  # per item ("+", start_s, end_s)
+    anchor_ids: torch.Tensor  # (B, A) as Batch.process_anchors makes them
+    anchor_alignment: torch.Tensor  # (B, T)
+    active: torch.Tensor  # (B, T) bool: frame probability > threshold (padded frames included)
+    output: Any  # the predictor's PEAudioFrameOutput (embeddings, logits, probs)
 
 
 class SAMAudio(nn.Module):
     def __init__(
-        self, config: SAMAudioConfig, *, text_encoder: T5TextEncoder, vision_encoder: PerceptionEncoder | None = None
+        self,
+        config: SAMAudioConfig,
+        *,
+        text_encoder: T5TextEncoder,
+        vision_encoder: PerceptionEncoder | None = None,
+        span_predictor: PEAudioFrame | None = None,
+        span_predictor_transform: PEAudioFrameTransform | None = None,
     ):
         super().__init__()
         self.config = config
@@ -76,6 +108,8 @@ class SAMAudio(nn.Module):
         self.embed_anchors = EmbedAnchors(config.num_anchors, config.anchor_embedding_dim, D)
         self.memory_proj = nn.Linear(config.text_encoder.dim, D)
         self.timestep_emb = SinusoidalEmbedding(D)
+        self.span_predictor = span_predictor  # None unless asked for (from_pretrained(..., span_predictor=...))
+        self.span_predictor_transform = span_predictor_transform  # its tokenizer; not a module
 
     @property
     def sample_rate(self) -> int:
@@ -158,6 +192,51 @@ class SAMAudio(nn.Module):
             audio_pad_mask=batch.audio_pad_mask.to(device),
         )
 
+    @torch.inference_mode()
+    def predict_spans(
+        self,
+        batch,
+        audio_features: torch.Tensor | None = None,
+        audio_pad_mask: torch.Tensor | None = None,
+        threshold: float = DEFAULT_THRESHOLD,
+    ) -> SpanPrediction:
+        """Where each item's description is active: spans, "+" anchors and their tensors. The batch stays untouched.
+
+        `audio_features` (B, T, 2C) as `_get_forward_args` makes them (encoded here when None). The predictor
+        reads their first `codebook_dim` columns of its own config: official code slices a literal 128, which is
+        the latent z for the released sizes (C = 128, predictor width 128).
+        """
+        if self.span_predictor is None:
+            raise InvalidRequestError(
+                "predict_spans needs the PE-A-Frame span predictor, which this model was loaded without: load it "
+                "with SAMAudio.from_pretrained(..., span_predictor='pe-a-frame-large' or a folder)"
+            )
+        device = self.device
+        if audio_features is None:
+            z = self.audio_codec(batch.audios.to(device, self.dtype)).transpose(1, 2)  # (B, T, C)
+            audio_features = torch.cat([z, z], dim=-1)  # (B, T, 2C)
+        if audio_pad_mask is None:
+            audio_pad_mask = batch.audio_pad_mask
+        width = self.span_predictor.input_dim
+        if audio_features.shape[-1] < width:
+            raise InvalidRequestError(
+                f"the span predictor reads {width} latent channels but this model's audio features have "
+                f"{audio_features.shape[-1]}: the predictor does not fit this codec"
+            )
+        text = self.span_predictor_transform(list(batch.descriptions))
+        out = self.span_predictor(
+            input_ids=text["input_ids"].to(device),
+            attention_mask=text["attention_mask"].to(device),
+            input_features=audio_features[:, :, :width],  # (B, T, Ci)
+            padding_mask=audio_pad_mask.to(device),
+        )
+        active = out.probs > threshold  # (B, T); padded frames are scored too, as in the official model
+        spans = spans_from_activity(active, self.span_predictor.hop_length, self.span_predictor.sample_rate)
+        anchors = anchors_from_spans(spans)
+        scratch = copy.copy(batch)  # process_anchors sets attributes: do it on a shallow copy
+        scratch.process_anchors(anchors)
+        return SpanPrediction(spans, anchors, scratch.anchor_ids, scratch.anchor_alignment, active, out)
+
     # ------------------------------------------------------------------ sampling
 
     @torch.inference_mode()
@@ -171,6 +250,8 @@ class SAMAudio(nn.Module):
         watermark_message: torch.Tensor | None = None,
         text_features: tuple[torch.Tensor, torch.Tensor] | None = None,
         should_stop: Callable[[], bool] | None = None,
+        span_anchors: str = "fixed",
+        span_threshold: float = DEFAULT_THRESHOLD,
     ) -> SeparationResult:
         """Separate each item of a processor `Batch` into the described sound and the rest.
 
@@ -178,18 +259,27 @@ class SAMAudio(nn.Module):
         the global generators as the official model draws them. `text_features` reuses `encode_text` output.
         `should_stop` is asked before every vector-field evaluation; once it returns True the call raises
         `StoppedError`, so work for a caller that went away ends within one solver step (issue 19).
+        `predict_spans=True` (span predictor loaded, batch without anchors) prompts each item with "+" anchors
+        on the frames the predictor finds active; `span_anchors="released"` instead reproduces sam-audio 68b48d4,
+        whose DiT never sees them (official issue #98). The spans come back in the result; the batch is untouched.
         """
         if reranking_candidates != 1:
             raise NotImplementedError(
                 f"reranking_candidates={reranking_candidates} needs a ranker (CLAP, ImageBind or the judge model), "
                 "which samaudio does not implement yet; use reranking_candidates=1"
             )
-        if predict_spans:
-            raise NotImplementedError(
-                "predict_spans needs the PE-A-Frame span predictor, which samaudio does not implement yet; "
-                "pass span anchors explicitly instead"
-            )
+        if span_anchors not in SPAN_ANCHOR_MODES:
+            raise InvalidRequestError(f"span_anchors is {span_anchors!r}; expected one of {', '.join(SPAN_ANCHOR_MODES)}")
+        if predict_spans and self.span_predictor is None:
+            self.predict_spans(batch)  # raises the error that says how to load it
         args = self._get_forward_args(batch, text_features)
+        spans = None
+        if predict_spans and getattr(batch, "anchors", None) is None:  # user anchors always win
+            found = self.predict_spans(batch, args["audio_features"], args["audio_pad_mask"], span_threshold)
+            spans = found.spans
+            if span_anchors == "fixed":
+                args["anchor_ids"] = found.anchor_ids.to(self.device)
+                args["anchor_alignment"] = found.anchor_alignment.to(self.device)
         features = args["audio_features"]
         B = features.shape[0]
         if noise is None:
@@ -224,6 +314,7 @@ class SAMAudio(nn.Module):
             residual=[wavs[b, 1, : lengths[b]] for b in range(B)],
             noise=noise,
             nfe=nfe,
+            spans=spans,
         )
 
     # ------------------------------------------------------------------ building and loading
@@ -258,6 +349,7 @@ class SAMAudio(nn.Module):
         *,
         vision: bool = False,
         pe_config: dict | None = None,
+        span_predictor: str | os.PathLike | bool | None = None,
         cache_dir: str | os.PathLike | None = None,
         token: str | None = None,
         **config_overrides: Any,
@@ -269,6 +361,10 @@ class SAMAudio(nn.Module):
         encoder for visual prompting; its sizes come from the registry by `vision_encoder.name`, else from
         `pe_config`, else from the checkpoint's tensor shapes. Top-level config keys can be overridden as
         keywords, as in the official loader (e.g. `text_encoder={"name": "/models/t5-base"}`).
+
+        `span_predictor` loads PE-A-Frame for `separate(predict_spans=True)`: a folder (a relative name is looked
+        up beside config.json first), a hub id, an official name such as "pe-a-frame-large" (`facebook/<name>`),
+        or True for the one config.json names (the official `span_predictor` key). None or False: not built.
         """
         folder = resolve_folder(name_or_path, revision=revision, cache_dir=cache_dir, token=token)
         fields = json.loads((folder / CONFIG_NAME).read_text())
@@ -283,7 +379,26 @@ class SAMAudio(nn.Module):
             pe = resolve_pe_config(config.vision_encoder.name, pe=pe_config, state=state, prefix=VISION_PREFIX + "model.")
             vision_encoder = PerceptionEncoder(config.vision_encoder, pe)
         text_encoder = T5TextEncoder.from_config(config.text_encoder, root=folder)
-        model = cls(config, text_encoder=text_encoder, vision_encoder=vision_encoder)
+        predictor, transform = None, None
+        if span_predictor is True:
+            if config.span_predictor is None:
+                raise ConfigError(
+                    f"span_predictor=True loads the span predictor config.json names, but {folder / CONFIG_NAME} "
+                    "has span_predictor null: pass a folder or hub id, e.g. span_predictor='pe-a-frame-large'"
+                )
+            span_predictor = config.span_predictor
+        if span_predictor not in (None, False):
+            config.span_predictor = str(span_predictor)
+            where = resolve_span_predictor(span_predictor, root=folder, cache_dir=cache_dir, token=token)
+            predictor = PEAudioFrame.from_pretrained(where)
+            transform = PEAudioFrameTransform.from_folder(where)
+        model = cls(
+            config,
+            text_encoder=text_encoder,
+            vision_encoder=vision_encoder,
+            span_predictor=predictor,
+            span_predictor_transform=transform,
+        )
         model.load_checkpoint(state)
         model.eval()  # the official loader leaves dropout (0.1) live
         if isinstance(dtype, str):
@@ -296,6 +411,8 @@ class SAMAudio(nn.Module):
         if vision and self.vision_encoder is None:
             logger.info("setting aside %d vision_encoder weights (visual prompting not requested)", len(vision))
             state = {k: v for k, v in state.items() if not k.startswith(VISION_PREFIX)}
+        if self.span_predictor is None and any(k.startswith(SPAN_PREFIX) for k in state):
+            state = {k: v for k, v in state.items() if not k.startswith(SPAN_PREFIX)}  # not asked for
         expected = self.state_dict()
         missing = [k for k in expected if k not in state and not k.startswith(OPTIONAL_PREFIXES)]
         unexpected = [k for k in state if k not in expected]
