@@ -6,7 +6,9 @@ Every stream is compared with the library's own streaming engine run in this pro
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 import threading
+import time
 
 import grpc
 import numpy as np
@@ -103,6 +105,37 @@ def test_each_progress_follows_the_stem_blocks_it_counts_and_one_summary_ends_th
             assert response.progress.frames_done <= response.progress.frames_known <= len(audio)
     assert kinds[0] == "accepted" and kinds.count("summary") == 1 and kinds[-1] == "summary"
     assert "progress" in kinds and received == len(audio)
+
+
+def test_every_stream_logs_one_line_with_its_peer_frames_windows_time_and_outcome_never_the_token(
+    golden_model, golden_processor, caplog
+):
+    cfg = config()
+    audio = make_audio(1.3, 48000, 1, seed=9)
+    token = (("authorization", "Bearer s3cret-token"),)
+    server, port = start_server(golden_model, golden_processor, token="s3cret-token")
+    caplog.set_level(logging.INFO, logger="samaudio_server")
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            stub = pb_grpc.SeparationServiceStub(ch)
+            collect(stub.Separate(requests(cfg, pieces(audio, 9_000)), metadata=token), cfg)
+            feeder = Feeder()
+            cancelled = stub.Separate(iter(feeder), metadata=token)
+            feeder.put(pb.SeparateRequest(config=cfg))
+            assert next(cancelled).HasField("accepted")
+            cancelled.cancel()
+            deadline = time.monotonic() + 30
+            while len(lines := [r.getMessage() for r in caplog.records if "stream from" in r.getMessage()]) < 2:
+                assert time.monotonic() < deadline, lines
+                time.sleep(0.05)
+    finally:
+        server.stop(0)
+
+    done, stopped = sorted(lines, key=lambda line: "CANCELLED" in line)
+    assert "stream from ipv4:127.0.0.1:" in done
+    assert f"{len(audio)} frames ({len(audio) / 48000:.2f} s of audio)" in done and done.endswith(", OK")
+    assert "CANCELLED by the client" in stopped
+    assert "s3cret" not in caplog.text
 
 
 def test_accepted_reports_the_effective_settings(stub):

@@ -80,3 +80,15 @@ def test_a_hub_model_missing_offline_exits_with_a_message_that_says_what_to_do(t
     assert done.returncode != 0
     assert "Traceback" not in done.stderr
     assert "facebook/sam-audio-small" in done.stderr and "--model takes a name from `samaudio models`" in done.stderr
+
+
+def test_version_and_help_show_every_default_and_the_exit_codes():
+    version = subprocess.run([*_server_command(), "--version"], capture_output=True, text=True, timeout=120)
+    text = subprocess.run([*_server_command(), "--help"], capture_output=True, text=True, timeout=120).stdout
+    from samaudio import __version__
+
+    assert version.returncode == 0 and version.stdout.strip() == f"samaudio-server {__version__}"
+    flat = " ".join(text.split())
+    for default in ("(default: 10.0)", "(default: 2.0)", "(default: 30.0)", "(default: float32)", "(default: INFO)"):
+        assert default in flat, default
+    assert "Exit status: 0 stopped cleanly" in flat

@@ -23,7 +23,16 @@ DEFAULT_MODEL = "facebook/sam-audio-small"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="samaudio-server", description="Serve SAM-Audio separation over gRPC.")
+    from samaudio import __version__
+
+    p = argparse.ArgumentParser(
+        prog="samaudio-server",
+        description="Serve SAM-Audio separation over gRPC (samaudio.v1.SeparationService, health, reflection).",
+        epilog="SIGTERM or Ctrl-C drains: running streams finish within --grace seconds, new ones get UNAVAILABLE; "
+        "a second signal stops at once. Exit status: 0 stopped cleanly, 1 streams were cut off at the end of the "
+        "grace period or the model could not be loaded, 2 bad arguments.",
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument(
         "--model",
         default=DEFAULT_MODEL,
@@ -33,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s; 0.0.0.0 for all)")
     p.add_argument("--port", type=int, default=50051, help="port to bind, 0 for any free one (default: %(default)s)")
     p.add_argument("--device", default=None, help="torch device, e.g. cuda, cuda:1, cpu (default: cuda if available)")
-    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="model dtype")
+    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="model dtype (default: float32)")
     p.add_argument(
         "--vision",
         action="store_true",
@@ -65,8 +74,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=d.windows_per_stream_call,
         help="windows one stream hands to the device at once (default: %(default)s)",
     )
-    p.add_argument("--chunk-seconds", type=float, default=d.chunk_seconds, help="default window length (s)")
-    p.add_argument("--overlap-seconds", type=float, default=d.overlap_seconds, help="default window overlap (s)")
+    p.add_argument(
+        "--chunk-seconds",
+        type=float,
+        default=d.chunk_seconds,
+        help="window length in seconds when a stream sets none (default: %(default)s)",
+    )
+    p.add_argument(
+        "--overlap-seconds",
+        type=float,
+        default=d.overlap_seconds,
+        help="window overlap in seconds when a stream sets none (default: %(default)s)",
+    )
     p.add_argument(
         "--steps", type=int, default=d.solver_steps, help="default midpoint solver steps (default: %(default)s)"
     )
@@ -77,8 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--tls-cert", type=Path, help="PEM certificate chain; with --tls-key serves TLS")
     p.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
-    p.add_argument("--grace", type=float, default=30.0, help="seconds running streams get to finish on shutdown")
-    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument("--grace", type=float, default=30.0, help="seconds running streams get to finish on SIGTERM (default: %(default)s)")
+    p.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="what to log on stderr; INFO logs one line per stream (default: %(default)s)",
+    )
     return p
 
 

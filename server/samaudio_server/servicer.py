@@ -48,6 +48,16 @@ SAMPLE_DTYPES = {pb.SAMPLE_FORMAT_FLOAT32_LE: np.dtype("<f4"), pb.SAMPLE_FORMAT_
 INT16_SCALE = 32768.0
 
 
+@dataclass
+class StreamRecord:
+    """What the one log line of a finished stream says: filled in as the stream goes."""
+
+    rate: int = 0
+    frames: int = 0  # received
+    windows: int = 0
+    outcome: str = "OK"
+
+
 @dataclass(frozen=True)
 class Limits:
     """What the server accepts (reported by GetInfo). 0 means no limit for max_streams and max_stream_seconds."""
@@ -241,27 +251,46 @@ class SeparationServicer(pb_grpc.SeparationServiceServicer):
         try:
             self.gate.enter()
         except SAMAudioError as e:
+            logger.info("stream from %s refused: %s: %s", context.peer(), status_code(e).name, e)
             context.abort(status_code(e), str(e))
+        started, record = time.monotonic(), StreamRecord()
         try:
-            yield from self._separate(request_iterator, context)
+            yield from self._separate(request_iterator, context, record)
+        except GeneratorExit:  # gRPC closes the response generator of a stream the client cancelled
+            record.outcome = "CANCELLED by the client"
+            raise
         except (SAMAudioError, concurrent.futures.CancelledError, grpc.RpcError) as e:
             if not context.is_active():  # the client cancelled or went away: nobody to tell
-                logger.info("stream cancelled by the client (%s)", type(e).__name__)
+                record.outcome = f"CANCELLED by the client ({type(e).__name__})"
                 return
             if isinstance(e, grpc.RpcError):
+                record.outcome = type(e).__name__
                 raise
-            logger.info("stream ended with %s: %s", status_code(e).name, e)
+            record.outcome = f"{status_code(e).name}: {e}"
             context.abort(status_code(e), str(e))
         except Exception as e:  # a bug of ours: the client gets INTERNAL, the log gets the traceback
             logger.exception("stream failed")
+            record.outcome = f"INTERNAL: {type(e).__name__}"
             context.abort(
                 grpc.StatusCode.INTERNAL, f"internal server error ({type(e).__name__}: {e}); see the server log"
             )
         finally:
             self.gate.leave()
+            # One line per stream, for operators: who, how much, how long, how it ended (never the token).
+            seconds = record.frames / record.rate if record.rate else 0.0
+            logger.info(
+                "stream from %s: %d frames (%.2f s of audio), %d window%s, %.2f s, %s",
+                context.peer(),
+                record.frames,
+                seconds,
+                record.windows,
+                "" if record.windows == 1 else "s",
+                time.monotonic() - started,
+                record.outcome,
+            )
 
     def _separate(
-        self, requests: Iterator[pb.SeparateRequest], context: grpc.ServicerContext
+        self, requests: Iterator[pb.SeparateRequest], context: grpc.ServicerContext, record: StreamRecord
     ) -> Iterator[pb.SeparateResponse]:
         from samaudio.streaming import StreamingSeparator
 
@@ -274,6 +303,7 @@ class SeparationServicer(pb_grpc.SeparationServiceServicer):
         video = self._masked_video(first.config, config) if first.config.HasField("masked_video") else None
         del first  # the video's bytes: the stream keeps only its frames
         rate, channels, fmt = config.sample_rate_hertz, config.channel_count, config.sample_format
+        record.rate = rate
         max_frames = math.floor(self.limits.max_stream_seconds * rate) if self.limits.max_stream_seconds else None
 
         progress: list[tuple[int, int]] = []  # latest (frames_done, frames_known) from the engine
@@ -320,9 +350,13 @@ class SeparationServicer(pb_grpc.SeparationServiceServicer):
                     f"the stream sent {sent / rate:.2f} s, more than this server's limit of "
                     f"{self.limits.max_stream_seconds:g} s: split the audio into shorter streams"
                 )
-            yield from self._pack(separator.push(frames), fmt, want_target, want_residual)
+            record.frames = sent
+            blocks = separator.push(frames)
+            record.windows = separator.windows_done
+            yield from self._pack(blocks, fmt, want_target, want_residual)
             yield from self._progress(progress)
         blocks = separator.finish()
+        record.windows = separator.windows_done
         finished.set()
         yield from self._pack(blocks, fmt, want_target, want_residual)
         yield from self._progress(progress)
