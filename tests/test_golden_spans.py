@@ -140,6 +140,7 @@ def test_predict_spans_anchor_tensors_match_process_anchors(prediction, golden):
     assert torch.equal(found.anchor_ids, tensors["anchor_ids"])
     assert torch.equal(found.anchor_alignment, tensors["anchor_alignment"])
     assert torch.equal(batch.audio_pad_mask, tensors["audio_pad_mask"])
+    assert torch.equal(batch.sizes, tensors["sizes"]) and torch.equal(batch.wav_sizes, tensors["wav_sizes"])
 
 
 def test_predict_spans_leaves_the_batch_untouched(prediction):
@@ -181,7 +182,11 @@ class SpanRun:
             self.decoded.append(latent.clone())
             return decode(latent, message=message)
 
+        self.span_in = {}
         handle = model.span_predictor.register_forward_hook(lambda m, a, out: self.span_out.append(out))
+        handle_in = model.span_predictor.register_forward_pre_hook(
+            lambda m, a, kw: self.span_in.update(kw), with_kwargs=True
+        )
         model.forward, model.audio_codec.decode = recording_forward, recording_decode
         try:
             self.result = model.separate(
@@ -195,6 +200,7 @@ class SpanRun:
         finally:
             del model.forward, model.audio_codec.decode
             handle.remove()
+            handle_in.remove()
         self.meta, self.batch = meta, batch
 
 
@@ -218,10 +224,29 @@ def test_separate_with_predicted_spans_returns_the_spans_the_batch_got(span_runs
     (out,) = run.span_out
     assert_close(out.audio_embeds, run.tensors["span_audio_embeds"])
     assert_close(out.text_embeds, run.tensors["span_text_embeds"])
+    assert torch.equal(run.span_in["input_ids"], run.tensors["span_input_ids"])
+    assert torch.equal(run.span_in["attention_mask"].to(torch.int64), run.tensors["span_attention_mask"])
     scratch = run.batch
     scratch.process_anchors([[tuple(a) for a in item] for item in run.meta["anchors_predicted"]])
     assert torch.equal(scratch.anchor_ids, run.tensors["batch_anchor_ids"])
     assert torch.equal(scratch.anchor_alignment, run.tensors["batch_anchor_alignment"])
+
+
+@pytest.mark.parametrize("case", list(E2E))
+def test_separate_with_predicted_spans_builds_the_official_forward_args(spans_model, golden_processor, golden, case):
+    tensors, meta = golden(case)
+    batch = batch_of(golden_processor, tensors, meta)
+    with torch.inference_mode():
+        args = spans_model._get_forward_args(batch)
+    for name, value in args.items():
+        # anchors: as built before predict_spans (built_*); the rest as the ODE used them (fwd_*)
+        expected = tensors.get(f"built_{name}", tensors[f"fwd_{name}"])
+        if expected.dtype.is_floating_point:
+            assert_close(value, expected)
+        else:
+            assert torch.equal(value, expected), name
+    for name in ("sizes", "wav_sizes", "audio_pad_mask"):
+        assert torch.equal(getattr(batch, name), tensors[f"batch_{name}"]), name
 
 
 @pytest.mark.parametrize("case", list(E2E))
