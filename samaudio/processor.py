@@ -260,11 +260,12 @@ class Batch:
             )
         self.process_anchors(self.anchors)
 
-    def process_anchors(self, anchors: list[list[Anchor]] | None) -> None:
+    def process_anchors(self, anchors: list[list[Anchor]] | None, warn_empty: bool = True) -> None:
         """Set `anchor_ids` (B, A) and `anchor_alignment` (B, T) from per-item (sign, start, end) lists.
 
         Frame of a time t is ceil(t * sr / hop) (Python floats); anchor k marks frames [start, end) with slot
-        2 + k, later anchors overwriting earlier ones and the <pad> slot of padded frames.
+        2 + k, later anchors overwriting earlier ones and the <pad> slot of padded frames. `warn_empty=False`
+        quietens the warning for an anchor that covers no frame (predicted spans make such anchors by design).
         """
         mask = self.audio_pad_mask
         B, T = mask.shape
@@ -295,7 +296,8 @@ class Batch:
                     frames = int(self.sizes[i])
                     if s >= min(e, frames):
                         where = f"anchors[{i}][{k}] ({sign}, {start} s, {end} s)"
-                        logger.warning("%s covers no frame of the item's %d frames", where, frames)
+                        log = logger.warning if warn_empty else logger.debug
+                        log("%s covers no frame of the item's %d frames", where, frames)
                     alignment[i, s:e] = len(row)
                     row.append(ANCHOR_IDS[sign])
                 rows.append(row)

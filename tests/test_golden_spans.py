@@ -352,3 +352,18 @@ def test_span_predictor_config_that_does_not_fit_its_weights_names_the_keys(gold
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match=r"shape mismatch\(es\), first text_head\.proj\.weight"):
         PEAudioFrame.from_pretrained(folder)
+
+
+def test_frame_activity_on_an_item_without_padding_gives_its_preds_and_takes_any_window(
+    spans_model, golden_processor, golden
+):
+    """What a streaming window asks for: activity of any stretch of features, no batch or mask needed."""
+    tensors, meta = golden("spans")
+    batch = batch_of(golden_processor, tensors, meta)
+    full = int(batch.sizes.argmax())  # the longest item has no padded frame
+    with torch.inference_mode():
+        features = spans_model._get_forward_args(batch)["audio_features"][full : full + 1]
+        _, active = spans_model.frame_activity(meta["descriptions"][full : full + 1], features, threshold=meta["threshold"])
+        _, window = spans_model.frame_activity(meta["descriptions"][full : full + 1], features[:, :7])
+    assert torch.equal(active[0], tensors["preds"][full])
+    assert window.shape == (1, 7) and window.dtype == torch.bool

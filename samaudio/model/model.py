@@ -192,6 +192,43 @@ class SAMAudio(nn.Module):
             audio_pad_mask=batch.audio_pad_mask.to(device),
         )
 
+    def _require_span_predictor(self) -> None:
+        if self.span_predictor is None:
+            raise InvalidRequestError(
+                "span prediction needs the PE-A-Frame span predictor, which this model was loaded without: load it "
+                "with SAMAudio.from_pretrained(..., span_predictor='pe-a-frame-large' or a folder)"
+            )
+
+    @torch.inference_mode()
+    def frame_activity(
+        self,
+        descriptions: list[str],
+        audio_features: torch.Tensor,
+        audio_pad_mask: torch.Tensor | None = None,
+        threshold: float = DEFAULT_THRESHOLD,
+    ) -> tuple[Any, torch.Tensor]:
+        """The span predictor on audio features (B, T, 2C): its output and the active frames (B, T) bool.
+
+        Works on any stretch of features (a streaming window's, say); frames under `audio_pad_mask` False are
+        masked inside the predictor but still scored, as in the official model.
+        """
+        self._require_span_predictor()
+        device = self.device
+        width = self.span_predictor.input_dim
+        if audio_features.shape[-1] < width:
+            raise InvalidRequestError(
+                f"the span predictor reads {width} latent channels but this model's audio features have "
+                f"{audio_features.shape[-1]}: the predictor does not fit this codec"
+            )
+        text = self.span_predictor_transform(descriptions)
+        out = self.span_predictor(
+            input_ids=text["input_ids"].to(device),
+            attention_mask=text["attention_mask"].to(device),
+            input_features=audio_features[:, :, :width].to(device),  # (B, T, Ci)
+            padding_mask=None if audio_pad_mask is None else audio_pad_mask.to(device),
+        )
+        return out, out.probs > threshold  # strict, as the official threshold
+
     @torch.inference_mode()
     def predict_spans(
         self,
@@ -206,35 +243,19 @@ class SAMAudio(nn.Module):
         reads their first `codebook_dim` columns of its own config: official code slices a literal 128, which is
         the latent z for the released sizes (C = 128, predictor width 128).
         """
-        if self.span_predictor is None:
-            raise InvalidRequestError(
-                "predict_spans needs the PE-A-Frame span predictor, which this model was loaded without: load it "
-                "with SAMAudio.from_pretrained(..., span_predictor='pe-a-frame-large' or a folder)"
-            )
+        self._require_span_predictor()
         device = self.device
         if audio_features is None:
             z = self.audio_codec(batch.audios.to(device, self.dtype)).transpose(1, 2)  # (B, T, C)
             audio_features = torch.cat([z, z], dim=-1)  # (B, T, 2C)
         if audio_pad_mask is None:
             audio_pad_mask = batch.audio_pad_mask
-        width = self.span_predictor.input_dim
-        if audio_features.shape[-1] < width:
-            raise InvalidRequestError(
-                f"the span predictor reads {width} latent channels but this model's audio features have "
-                f"{audio_features.shape[-1]}: the predictor does not fit this codec"
-            )
-        text = self.span_predictor_transform(list(batch.descriptions))
-        out = self.span_predictor(
-            input_ids=text["input_ids"].to(device),
-            attention_mask=text["attention_mask"].to(device),
-            input_features=audio_features[:, :, :width],  # (B, T, Ci)
-            padding_mask=audio_pad_mask.to(device),
-        )
-        active = out.probs > threshold  # (B, T); padded frames are scored too, as in the official model
+        out, active = self.frame_activity(list(batch.descriptions), audio_features, audio_pad_mask, threshold)
         spans = spans_from_activity(active, self.span_predictor.hop_length, self.span_predictor.sample_rate)
         anchors = anchors_from_spans(spans)
         scratch = copy.copy(batch)  # process_anchors sets attributes: do it on a shallow copy
-        scratch.process_anchors(anchors)
+        # a one-frame run can end up empty after the float32 seconds round trip (spec: spans.md): no warning
+        scratch.process_anchors(anchors, warn_empty=False)
         return SpanPrediction(spans, anchors, scratch.anchor_ids, scratch.anchor_alignment, active, out)
 
     # ------------------------------------------------------------------ sampling
@@ -270,8 +291,8 @@ class SAMAudio(nn.Module):
             )
         if span_anchors not in SPAN_ANCHOR_MODES:
             raise InvalidRequestError(f"span_anchors is {span_anchors!r}; expected one of {', '.join(SPAN_ANCHOR_MODES)}")
-        if predict_spans and self.span_predictor is None:
-            self.predict_spans(batch)  # raises the error that says how to load it
+        if predict_spans:
+            self._require_span_predictor()
         args = self._get_forward_args(batch, text_features)
         spans = None
         if predict_spans and getattr(batch, "anchors", None) is None:  # user anchors always win
