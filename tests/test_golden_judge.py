@@ -208,3 +208,23 @@ def test_judge_processor_rejects_another_sample_rate_and_unpaired_rows(judge_dir
         processor(["a"], [wav], [wav], sampling_rate=44100)
     with pytest.raises(InvalidRequestError, match="one of each per row"):
         processor(["a", "b"], [wav], [wav])
+
+
+def test_judge_config_in_another_layout_says_which_revision_to_load(judge_dir, tmp_path):
+    from samaudio.errors import ConfigError
+    from samaudio.model.judge import SAMAudioJudgeModel
+
+    def other_layout(config):
+        config["dac_vae_encoder"] = config.pop("audio_codec")
+
+    with pytest.raises(ConfigError, match="revision 'sam_audio'"):
+        SAMAudioJudgeModel.from_pretrained(_write_judge_with_config(judge_dir, tmp_path, other_layout))
+
+
+def test_judge_hub_id_offline_is_model_unavailable(monkeypatch):
+    from samaudio.errors import ModelUnavailableError
+    from samaudio.model.judge import JUDGE_ID, SAMAudioJudgeModel
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelUnavailableError, match=JUDGE_ID):
+        SAMAudioJudgeModel.from_pretrained(JUDGE_ID)

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from samaudio.errors import InvalidAudioError, InvalidRequestError
+from samaudio.errors import ConfigError, InvalidAudioError, InvalidRequestError
 from samaudio.model.codec import DACVAE
 from samaudio.model.config import SAMAudioJudgeConfig
 from samaudio.model.hub import CONFIG_NAME, check_state_dict, load_weights, resolve_folder
@@ -66,6 +66,20 @@ def _resolve_judge(name_or_path: str | os.PathLike, revision: str | None, **hub)
         folder_main = resolve_folder(name_or_path, config_only=True, extra_patterns=TOKENIZER_PATTERNS, **hub)
         return folder_main if has_tokenizer(folder_main) else folder
     return folder
+
+
+def read_judge_config(folder: Path) -> SAMAudioJudgeConfig:
+    """config.json -> SAMAudioJudgeConfig; a config of another layout is a ConfigError saying which to load."""
+    fields = json.loads((folder / CONFIG_NAME).read_text())
+    if "dac_vae_encoder" in fields:
+        # official issues #46 / #87: the hub's other branch holds a judge in another layout (a TypeError there)
+        raise ConfigError(
+            f"{folder / CONFIG_NAME} has the key 'dac_vae_encoder': it describes the judge in another layout than "
+            f"the sam-audio one this loader reads. Load {JUDGE_ID} at revision {JUDGE_REVISION!r} (the default for "
+            "that id), or a folder whose config.json has audio_codec, transformer, finetune_transformer, "
+            "text_model, nth_text_layer and bottleneck_dim"
+        )
+    return SAMAudioJudgeConfig.from_dict(fields)
 
 
 class SAMAudioJudgeModel(nn.Module):
@@ -157,7 +171,7 @@ class SAMAudioJudgeModel(nn.Module):
         CheckpointError naming the offending keys, not a crash inside a forward pass.
         """
         folder = _resolve_judge(name_or_path, revision, cache_dir=cache_dir, token=token)
-        config = SAMAudioJudgeConfig.from_dict(json.loads((folder / CONFIG_NAME).read_text()))
+        config = read_judge_config(folder)
         model = cls(config)
         model.load_checkpoint(load_weights(folder), where=str(folder))
         return model.eval().to(device)
@@ -196,7 +210,7 @@ class SAMAudioJudgeProcessor:
         token: str | None = None,
     ) -> "SAMAudioJudgeProcessor":
         folder = _resolve_judge(name_or_path, revision, cache_dir=cache_dir, token=token)
-        config = SAMAudioJudgeConfig.from_dict(json.loads((folder / CONFIG_NAME).read_text()))
+        config = read_judge_config(folder)
         return cls(load_tokenizer(folder), config.audio_codec.hop_length, config.audio_codec.sample_rate)
 
     def _audio(self, audio: torch.Tensor | str | os.PathLike, where: str) -> torch.Tensor:
