@@ -179,12 +179,13 @@ def test_flac_output_has_the_inputs_rate_channels_and_length(thin_python, server
 
 
 def test_the_progress_bar_and_summary_go_to_stderr(thin_python, server, tmp_path):
-    write(tmp_path / "take.wav", 0.8, 48000, 1)
+    write(tmp_path / "take.wav", 0.5, 48000, 1)
 
     result = run(thin_python, "separate", str(tmp_path / "take.wav"), "--text", "x", "--server", server, *FAST)
 
     assert result.returncode == 0, result.stderr
-    assert "take.wav: 100%" in result.stderr and "0.800 s, 1 ch, 48000 Hz separated" in result.stderr
+    assert "take.wav: 100%" in result.stderr and "0.500 s, 1 ch, 48000 Hz separated" in result.stderr
+    assert "model golden, 1 window, chunk 1 s" in result.stderr  # one window, not "1 windows"
 
 
 def test_info_prints_health_models_and_limits(thin_python, server):
@@ -193,7 +194,8 @@ def test_info_prints_health_models_and_limits(thin_python, server):
 
     assert text.returncode == as_json.returncode == 0, text.stderr + as_json.stderr
     assert "health    SERVING" in text.stdout and "model     golden (default): 48000 Hz" in text.stdout
-    assert "limit     max_stream_seconds" in text.stdout
+    assert "limit     max_stream_seconds 3600 s" in text.stdout
+    assert "limit     max_request_bytes 8388608 bytes (8 MiB)" in text.stdout  # not 8.38861e+06
     info = json.loads(as_json.stdout)
     assert info["health"] == "SERVING" and info["models"][0]["name"] == "golden"
 
@@ -280,6 +282,47 @@ def test_a_folder_as_input_exits_2_saying_it_is_a_folder(thin_python, tmp_path):
 
     assert result.returncode == 2
     assert f"{tmp_path} is a folder: give the audio files in it" in result.stderr
+
+
+def test_two_inputs_that_would_write_the_same_stems_exit_2_before_any_work(thin_python, tmp_path):
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        write(tmp_path / folder / "take.wav", 0.3, 48000, 1)
+    out = tmp_path / "out"
+    files = [str(tmp_path / "a" / "take.wav"), str(tmp_path / "b" / "take.wav")]
+
+    same_name = run(thin_python, "separate", *files, "--text", "x", "--out-dir", str(out))
+    twice = run(thin_python, "separate", files[0], files[0], "--text", "x")
+
+    assert same_name.returncode == twice.returncode == 2
+    assert f"{files[0]} and {files[1]} would both write {out / 'take.target.wav'}" in same_name.stderr
+    assert "would both write" in twice.stderr
+    assert not out.exists() and sorted(p.name for p in (tmp_path / "a").iterdir()) == ["take.wav"]
+
+
+def test_an_overlap_not_shorter_than_the_window_exits_2_before_connecting(thin_python, closed_port, tmp_path):
+    write(tmp_path / "take.wav", 0.3, 48000, 1)
+    args = ["separate", str(tmp_path / "take.wav"), "--text", "x", "--server", f"127.0.0.1:{closed_port}"]
+
+    result = run(thin_python, *args, "--chunk-seconds", "2", "--overlap-seconds", "2")
+
+    assert result.returncode == 2
+    assert "--overlap-seconds 2 must be less than --chunk-seconds 2" in result.stderr
+
+
+def test_version_help_defaults_and_exit_codes(thin_python):
+    from samaudio import __version__
+
+    version = run(thin_python, "--version")
+    top = " ".join(run(thin_python, "--help").stdout.split())
+    separate = " ".join(run(thin_python, "separate", "--help").stdout.split())
+    info = " ".join(run(thin_python, "info", "--help").stdout.split())
+
+    assert version.stdout.strip() == f"samaudio {__version__}"
+    assert "exit codes: 0 done; 2 usage" in top and "exit codes: 0 done; 2 usage" in separate
+    assert "(default: the server's, 10 unless it sets another)" in separate
+    assert "(default: the server's, 2 unless it sets another)" in separate
+    assert "Describe a samaudio server" in info
 
 
 def test_no_text_and_no_positive_span_exits_2(thin_python, tmp_path):

@@ -48,7 +48,9 @@ def known_models() -> list[KnownModel]:
     for name in shipped_names():
         folder = SHIPPED_DIR / name
         notes_file = folder / "README.md"
-        notes = notes_file.read_text().strip().splitlines()[0] if notes_file.is_file() else "trained, ships with samaudio"
+        notes = "trained, ships with samaudio"
+        if notes_file.is_file():
+            notes = notes_file.read_text().strip().splitlines()[0]
         models.append(KnownModel(name, True, folder, notes))
     for name in preset_names():
         preset = get_preset(name)

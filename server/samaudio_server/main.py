@@ -42,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s; 0.0.0.0 for all)")
     p.add_argument("--port", type=int, default=50051, help="port to bind, 0 for any free one (default: %(default)s)")
     p.add_argument("--device", default=None, help="torch device, e.g. cuda, cuda:1, cpu (default: cuda if available)")
-    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="model dtype (default: float32)")
+    p.add_argument(
+        "--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="model dtype (default: float32)"
+    )
     p.add_argument(
         "--vision",
         action="store_true",
@@ -96,7 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--tls-cert", type=Path, help="PEM certificate chain; with --tls-key serves TLS")
     p.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
-    p.add_argument("--grace", type=float, default=30.0, help="seconds running streams get to finish on SIGTERM (default: %(default)s)")
+    p.add_argument(
+        "--grace",
+        type=float,
+        default=30.0,
+        help="seconds running streams get to finish on SIGTERM (default: %(default)s)",
+    )
     p.add_argument(
         "--log-level",
         default="INFO",

@@ -31,6 +31,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from samaudio import __version__
+from samaudio.defaults import STREAM_DEFAULTS  # torch-free
 from samaudio.errors import SAMAudioError  # torch-free: the library's errors import nothing
 from samaudio_client.errors import SamaudioError
 from samaudio_client.files import FORMATS, AudioFileError, Region, StemWriter, output_subtype, read_blocks, stem_paths
@@ -42,6 +44,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("samaudio")
 
 EXIT_OK, EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 0, 2, 3, 130
+EXIT_CODES = (
+    "exit codes: 0 done; 2 usage (bad arguments, an unreadable input, a span that does not fit); 3 the server or "
+    "the engine failed (the gRPC code and the message on stderr); 130 interrupted (Ctrl-C, SIGTERM)"
+)
 DEFAULT_SERVER = "127.0.0.1:50051"
 SERVER_EXTRA = 'pip install "samaudio[server]"'
 
@@ -104,14 +110,22 @@ def _add_connection(p: argparse.ArgumentParser, server: Any = None) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="samaudio", description="SAM-Audio sound separation: the thin client.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    parser = argparse.ArgumentParser(
+        prog="samaudio",
+        description="SAM-Audio sound separation: the thin client.",
+        epilog=EXIT_CODES,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log what happens, and the details of an error (before COMMAND)"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = commands.add_parser(
         "separate",
         help="separate a described sound from audio files",
         description="Write <name>.target.<ext> (the described sound) and <name>.residual.<ext> (the rest) per file.",
+        epilog=EXIT_CODES,
     )
     p.add_argument("files", nargs="+", type=Path, metavar="FILE", help="audio files (anything libsndfile reads)")
     p.add_argument("--text", default="", help='what to separate, e.g. "snare drum"')
@@ -159,13 +173,35 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="sample format of the stems, e.g. PCM_16, PCM_24, FLOAT (default: the input's, if the format holds it)",
     )
-    p.add_argument("--chunk-seconds", type=_positive(float), metavar="S", help="model window length")
-    p.add_argument("--overlap-seconds", type=_seconds, metavar="S", help="overlap of neighbouring windows")
-    p.add_argument("--seed", type=int, help="seed of the solver's initial noise (default: 0)")
-    p.add_argument("--steps", type=_positive(int), metavar="N", help="ODE solver steps (default: the model's)")
+    p.add_argument(
+        "--chunk-seconds",
+        type=_positive(float),
+        metavar="S",
+        help=f"model window length (default: the server's, {STREAM_DEFAULTS.chunk_seconds:g} unless it sets another)",
+    )
+    p.add_argument(
+        "--overlap-seconds",
+        type=_seconds,
+        metavar="S",
+        help=f"overlap of neighbouring windows, < the window (default: the server's, "
+        f"{STREAM_DEFAULTS.overlap_seconds:g} unless it sets another)",
+    )
+    p.add_argument("--seed", type=int, help=f"seed of the solver's initial noise (default: {STREAM_DEFAULTS.seed})")
+    p.add_argument(
+        "--steps",
+        type=_positive(int),
+        metavar="N",
+        help=f"ODE solver steps (default: the server's, {STREAM_DEFAULTS.solver_steps} unless it sets another)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary on stderr")
 
-    p = commands.add_parser("info", help="describe a server: health, models, limits")
+    p = commands.add_parser(
+        "info",
+        help="describe a server: health, models, limits",
+        description="Describe a samaudio server: its health, version, whether it needs a token, the models it serves "
+        "(with their default window, overlap and solver steps), the sample formats and its limits. Needs no token.",
+        epilog=EXIT_CODES,
+    )
     _add_connection(p)
     p.add_argument("--json", action="store_true", help="print the description as JSON")
 
@@ -218,6 +254,12 @@ def plan(args: argparse.Namespace) -> list[Job]:
         )
     if args.local and args.tls_ca is not None:
         raise UsageError("--local runs in this process: --tls-ca has no server to apply to")
+    chunk, overlap = args.chunk_seconds, args.overlap_seconds
+    if chunk is not None and overlap is not None and overlap >= chunk:
+        raise UsageError(
+            f"--overlap-seconds {args.overlap_seconds:g} must be less than --chunk-seconds {args.chunk_seconds:g}: "
+            f"e.g. --overlap-seconds {args.chunk_seconds / 5:g}"
+        )
     video = _video(args)
     jobs = []
     for path in args.files:
@@ -228,7 +270,22 @@ def plan(args: argparse.Namespace) -> list[Job]:
         except AudioFileError as err:
             raise UsageError(f"--subtype: {err}") from None
         jobs.append(Job(region, spans, stem_paths(path, args.out_dir, args.format), video, subtype))
+    _refuse_shared_outputs(jobs)
     return jobs
+
+
+def _refuse_shared_outputs(jobs: list[Job]) -> None:
+    """Two inputs that would write the same stem files (same name into one --out-dir, or a file given twice)."""
+    seen: dict[Path, Path] = {}
+    for job in jobs:
+        for out in job.paths:
+            key = Path(os.path.abspath(out))
+            first = seen.setdefault(key, job.region.path)
+            if first is not job.region.path:
+                raise UsageError(
+                    f"{first} and {job.region.path} would both write {out}: give each input once, and separate "
+                    "inputs with the same name in separate calls with different --out-dir folders"
+                )
 
 
 def _video(args: argparse.Namespace) -> Video | None:
@@ -336,12 +393,17 @@ def separate_remote(args: argparse.Namespace, jobs: list[Job]) -> None:
             )
             s = summary.settings
             return (
-                f"server {args.server}, model {s.model}, {summary.windows} windows, chunk {s.chunk_seconds:g} s, "
+                f"server {args.server}, model {s.model}, {_count(summary.windows, 'window')}, "
+                f"chunk {s.chunk_seconds:g} s, "
                 f"{s.solver_steps} steps"
             )
 
         for job in jobs:
             _run_job(job, separate, args)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _import_engine() -> Any:
@@ -386,7 +448,7 @@ def separate_local(args: argparse.Namespace, jobs: list[Job]) -> None:
                 writer.write(b.start, b.target, b.residual)
         for b in sep.finish():
             writer.write(b.start, b.target, b.residual)
-        return f"in this process on {device}, model {model_name}, {sep.windows_done} windows"
+        return f"in this process on {device}, model {model_name}, {_count(sep.windows_done, 'window')}"
 
     for job in jobs:
         _run_job(job, separate, args)
@@ -430,7 +492,25 @@ def cmd_info(args: argparse.Namespace) -> None:
         )
     print(f"formats   {', '.join(info.sample_formats)}")
     for name, value in info.limits.items():
-        print(f"limit     {name} {value:g}{' (none)' if value == 0 else ''}")
+        print(f"limit     {name} {_limit(name, value)}")
+
+
+def _limit(name: str, value: float) -> str:
+    """A GetInfo limit for people: bytes as an integer with its binary size, seconds with their unit."""
+    if value == 0 and name.startswith("max_"):
+        return "0 (none)"
+    if name.endswith("_bytes"):
+        size, unit = float(value), "B"
+        for unit in ("B", "KiB", "MiB", "GiB"):
+            if size < 1024 or unit == "GiB":
+                break
+            size /= 1024
+        return f"{int(value)} bytes ({size:g} {unit})" if unit != "B" else f"{int(value)} bytes"
+    if name.endswith("_seconds"):
+        return f"{value:g} s"
+    if name.endswith("_hertz"):
+        return f"{int(value)} Hz"
+    return f"{int(value)}" if float(value).is_integer() else f"{value:g}"
 
 
 def cmd_models(args: argparse.Namespace) -> None:

@@ -100,7 +100,13 @@ def _decoded_frames(path: Path) -> int:
         while (n := len(f.read(out=block))) > 0:
             total += n
     if abs(total - stated) > 1:
-        log.warning("%s: its header states %d frames, it decodes to %d (an MP3 states an estimate): using %d", path, stated, total, total)
+        log.warning(
+            "%s: its header states %d frames, it decodes to %d (an MP3 states an estimate): using %d",
+            path,
+            stated,
+            total,
+            total,
+        )
     return total
 
 
