@@ -349,8 +349,16 @@ class SAMAudio(nn.Module):
         random_text_encoder: bool = False,
         vision: bool = False,
         pe_config: dict | None = None,
+        span_predictor: PEAudioFrame | None = None,
+        span_predictor_transform: PEAudioFrameTransform | None = None,
     ) -> "SAMAudio":
-        """A model with random weights (eval mode). The T5 is loaded by name unless `random_text_encoder`."""
+        """A model with random weights (eval mode). The T5 is loaded by name unless `random_text_encoder`.
+
+        A `span_predictor` given here (with its transform) is attached as is, e.g. a randomly initialised
+        `PEAudioFrame(PEAudioFrameConfig(...))` for tests at tiny sizes.
+        """
+        if (span_predictor is None) != (span_predictor_transform is None):
+            raise InvalidRequestError("give span_predictor and span_predictor_transform together (or neither)")
         if isinstance(config, dict):
             config = SAMAudioConfig.from_dict(config)
         if random_text_encoder:
@@ -358,7 +366,13 @@ class SAMAudio(nn.Module):
         else:
             text_encoder = T5TextEncoder.from_config(config.text_encoder, root=root)
         vision_encoder = PerceptionEncoder(config.vision_encoder, pe_config) if vision else None
-        return cls(config, text_encoder=text_encoder, vision_encoder=vision_encoder).eval()
+        return cls(
+            config,
+            text_encoder=text_encoder,
+            vision_encoder=vision_encoder,
+            span_predictor=span_predictor,
+            span_predictor_transform=span_predictor_transform,
+        ).eval()
 
     @classmethod
     def from_pretrained(
