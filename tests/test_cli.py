@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -231,6 +233,44 @@ def test_a_file_over_the_servers_limit_exits_3_and_leaves_no_partial_files(
 
     assert result.returncode == 3
     assert "RESOURCE_EXHAUSTED" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["take.wav"]
+
+
+@pytest.mark.parametrize(
+    ("signum", "code", "word"), [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")]
+)
+def test_a_signal_mid_stream_removes_the_partial_stems_and_leaves_the_bar_where_it_stopped(
+    thin_python, server, tmp_path, signum, code, word
+):
+    write(tmp_path / "take.wav", 30.0, 48000, 1)
+    args = ["separate", str(tmp_path / "take.wav"), "--text", "x", "--server", server, *FAST]
+    environment = {k: v for k, v in os.environ.items() if k not in ("SAMAUDIO_TOKEN", "SAMAUDIO_SERVER")}
+    command = [thin_python, "-m", "samaudio_client.cli", *args]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
+    part = tmp_path / "take.target.wav.part"
+    deadline = time.monotonic() + 120
+    while not (part.exists() and part.stat().st_size > 48_000):  # stem blocks are coming in: mid-stream
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.02)
+
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=60)
+
+    assert proc.returncode == code, stderr
+    assert f"samaudio separate: {word}" in stderr
+    assert "100%" not in stderr  # the bar stays where the stream stopped
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["take.wav"]
+
+
+def test_a_stream_that_fails_midway_leaves_the_bar_where_it_stopped(thin_python, server, tmp_path):
+    audio = make_audio(3.0, 48000, 1, seed=2)
+    audio[2 * 48000] = np.nan  # the server refuses non-finite samples when it reads them, after two seconds
+    sf.write(tmp_path / "take.wav", audio, 48000, subtype="FLOAT")
+
+    result = run(thin_python, "separate", str(tmp_path / "take.wav"), "--text", "x", "--server", server, *FAST)
+
+    assert result.returncode == 3 and "INVALID_ARGUMENT" in result.stderr, result.stderr
+    assert "take.wav:" in result.stderr and "100%" not in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["take.wav"]
 
 

@@ -14,7 +14,7 @@ exact length (the region's with --start/--duration), prints their paths on stdou
 file), and shows progress on stderr. `--video` sends a visual prompt (the clip, taken to start at the
 separated region's start) to a server started with `--vision`. Exit codes: 0 done, 2 usage (bad arguments,
 unreadable input, a span that does not fit), 3 the server or the engine failed (the message is on stderr),
-130 interrupted.
+130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ import importlib.util
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -43,13 +45,23 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("samaudio")
 
-EXIT_OK, EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 0, 2, 3, 130
+EXIT_OK, EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 2, 3, 130, 143
 EXIT_CODES = (
     "exit codes: 0 done; 2 usage (bad arguments, an unreadable input, a span that does not fit); 3 the server or "
-    "the engine failed (the gRPC code and the message on stderr); 130 interrupted (Ctrl-C, SIGTERM)"
+    "the engine failed (the gRPC code and the message on stderr); 130 interrupted (Ctrl-C); 143 terminated "
+    "(SIGTERM). Interrupted or terminated, no partial stem file is left behind."
 )
 DEFAULT_SERVER = "127.0.0.1:50051"
 SERVER_EXTRA = 'pip install "samaudio[server]"'
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt, so that every path that cleans up after
+    Ctrl-C (partial stems removed, the server's stream cancelled) cleans up after a `kill` too."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated()
 
 
 class UsageError(SamaudioError):
@@ -328,9 +340,11 @@ class Progress:
             self.bar.n = min(self.bar.total, round(frames_done / self.rate, 2))
             self.bar.refresh()
 
-    def close(self) -> None:
+    def close(self, finished: bool) -> None:
+        """Close the bar at 100 % for a finished job, where it stopped for one cut short (failed, interrupted)."""
         if self.bar is not None:
-            self.bar.n = self.bar.total
+            if finished:
+                self.bar.n = self.bar.total
             self.bar.close()
 
 
@@ -353,10 +367,10 @@ def _run_job(job: Job, separate: Callable[[Job, StemWriter, Progress], str], arg
     try:
         how = separate(job, writer, progress)
     except BaseException:
+        progress.close(finished=False)
         writer.abort()
         raise
-    finally:
-        progress.close()
+    progress.close(finished=True)
     writer.close()
     assert writer.frames == job.region.frames, (writer.frames, job.region.frames)
     for path in job.paths:
@@ -558,6 +572,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     commands = {"separate": cmd_separate, "info": cmd_info, "models": cmd_models, "demo": cmd_demo, "osc": osc.main}
     command = commands[args.command]
+    in_main_thread = threading.current_thread() is threading.main_thread()  # (signal handlers live there only)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
     try:
         command(args)
     except (UsageError, SpanError, AudioFileError) as err:
@@ -566,9 +582,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     # and OSError (an unwritable --out-dir, a full disk) carry messages meant for users too.
     except (SamaudioError, SAMAudioError, OSError) as err:
         return _fail(args, err, EXIT_FAILED)
-    except KeyboardInterrupt:
-        print(f"samaudio {args.command}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as err:
+        terminated = isinstance(err, Terminated)
+        print(f"samaudio {args.command}: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
     return EXIT_OK
 
 
