@@ -7,6 +7,7 @@ plain `torch.save` state_dict `checkpoint.pt` without the text encoder. Our own 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -52,15 +53,40 @@ def resolve_folder(
         raise ModelUnavailableError(f"no model folder at {repo_id}: expected a folder holding {CONFIG_NAME}")
 
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     patterns = ([CONFIG_NAME] if config_only else [CONFIG_NAME, *WEIGHT_NAMES]) + list(extra_patterns)
-    try:
+    with _hub_errors(repo_id):
         return Path(
             snapshot_download(
                 repo_id=repo_id, revision=revision, allow_patterns=patterns, cache_dir=cache_dir, token=token
             )
         )
+
+
+def download_file(
+    repo_id: str,
+    filename: str,
+    *,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    token: str | None = None,
+) -> Path:
+    """One file of a hub repo (a ranker's weights), with the same named errors as `resolve_folder`."""
+    from huggingface_hub import hf_hub_download
+
+    with _hub_errors(repo_id):
+        return Path(
+            hf_hub_download(repo_id=repo_id, filename=filename, revision=revision, cache_dir=cache_dir, token=token)
+        )
+
+
+@contextlib.contextmanager
+def _hub_errors(repo_id: str):
+    """Turn huggingface_hub's errors into ModelUnavailableError with the fix."""
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    try:
+        yield
     except LocalEntryNotFoundError as e:
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
         why = "HF_HUB_OFFLINE is set and it is not in the local cache" if offline else "it cannot be reached"
