@@ -120,7 +120,7 @@ class SAMAudioConfig:
     transformer: TransformerConfig | dict | None = None
     num_anchors: int = 3  # <null>, +, -; the Embedding has one more row, the <pad> padding_idx
     anchor_embedding_dim: int = 128
-    visual_ranker: dict | None = None  # kept as given: rankers are not built by this library yet
+    visual_ranker: dict | None = None  # a ranker config (samaudio.ranking.config); built only on request
     text_ranker: dict | None = None
     span_predictor: str | None = "pe-a-frame-large"
 

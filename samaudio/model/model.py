@@ -42,6 +42,7 @@ from samaudio.model.span_predictor import (
 from samaudio.model.text_encoder import T5TextEncoder
 from samaudio.model.transformer import DiT
 from samaudio.model.vision_encoder import PerceptionEncoder, resolve_pe_config
+from samaudio.ranking import Ranker, create_ranker
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +56,9 @@ def midpoint_ode_opt(steps: int) -> dict[str, Any]:
 
 # Real checkpoints leave these out: each part loads its own weights (the official load_state_dict skips them).
 OPTIONAL_PREFIXES = ("text_encoder.", "visual_ranker.", "text_ranker.", "span_predictor.")
+RANKER_PREFIXES = ("visual_ranker.", "text_ranker.")
+# what from_pretrained takes for a ranker: None/False (not built), True (the config's entry), a kind, a config, a Ranker
+RankerRequest = bool | str | dict | Ranker | None
 # Built only on request (visual prompting); otherwise its weights are set aside. The -tv models' PE tower is
 # 2.7 GB in float32, the official loader's top cause of out-of-memory reports.
 VISION_PREFIX = "vision_encoder."
@@ -68,9 +72,19 @@ SPAN_ANCHOR_MODES = ("fixed", "released")
 class SeparationResult:
     target: list[torch.Tensor]  # B waveforms (sizes_i * hop,) at 48 kHz: the sound described
     residual: list[torch.Tensor]  # B waveforms (sizes_i * hop,): everything else
-    noise: torch.Tensor  # (B, T, 2C) the ODE's starting point, to replay a run
+    noise: torch.Tensor  # (B*K, T, 2C) the ODE's starting point (row b*K + k), to replay a run
     nfe: int = 0  # vector-field evaluations the solver made
     spans: list[list[list[float]]] | None = None  # predict_spans=True: per item [start_s, end_s] of each run
+    scores: torch.Tensor | None = None  # (B, K) ranker scores, higher is better; None when no ranker ran
+    chosen: torch.Tensor | None = None  # (B,) int64: the candidate returned per item (0 when none was ranked)
+    ranker: str | None = None  # "visual_ranker" or "text_ranker": which one chose; None when none did
+
+
+@dataclass
+class CandidateChoice:
+    scores: torch.Tensor | None  # (B, K) float, or None when no ranker applies
+    chosen: torch.Tensor  # (B,) int64
+    ranker: str | None  # attribute name of the ranker used
 
 
 @dataclass
@@ -94,6 +108,8 @@ class SAMAudio(nn.Module):
         vision_encoder: PerceptionEncoder | None = None,
         span_predictor: PEAudioFrame | None = None,
         span_predictor_transform: PEAudioFrameTransform | None = None,
+        visual_ranker: Ranker | None = None,
+        text_ranker: Ranker | None = None,
     ):
         super().__init__()
         self.config = config
@@ -110,6 +126,9 @@ class SAMAudio(nn.Module):
         self.timestep_emb = SinusoidalEmbedding(D)
         self.span_predictor = span_predictor  # None unless asked for (from_pretrained(..., span_predictor=...))
         self.span_predictor_transform = span_predictor_transform  # its tokenizer; not a module
+        # None unless asked for (from_pretrained(text_ranker=..., visual_ranker=...)): scoring only, K > 1
+        self.visual_ranker = visual_ranker
+        self.text_ranker = text_ranker
 
     @property
     def sample_rate(self) -> int:
@@ -276,19 +295,19 @@ class SAMAudio(nn.Module):
     ) -> SeparationResult:
         """Separate each item of a processor `Batch` into the described sound and the rest.
 
-        `noise` (B, T, 2C) and `watermark_message` (2B, 16) replay a run exactly; when None they are drawn from
-        the global generators as the official model draws them. `text_features` reuses `encode_text` output.
+        With `reranking_candidates=K` each item is solved from K noises (all B*K rows in one batch; rows
+        b*K .. b*K+K-1 belong to item b) and a loaded ranker picks one per item (see `choose_candidates`).
+        `noise` (B*K, T, 2C) and `watermark_message` (2*B*K, 16) replay a run exactly; when None they are drawn
+        from the global generators as the official model draws them. `text_features` reuses `encode_text` output.
         `should_stop` is asked before every vector-field evaluation; once it returns True the call raises
         `StoppedError`, so work for a caller that went away ends within one solver step (issue 19).
         `predict_spans=True` (span predictor loaded, batch without anchors) prompts each item with "+" anchors
         on the frames the predictor finds active; `span_anchors="released"` instead reproduces sam-audio 68b48d4,
         whose DiT never sees them (official issue #98). The spans come back in the result; the batch is untouched.
         """
-        if reranking_candidates != 1:
-            raise NotImplementedError(
-                f"reranking_candidates={reranking_candidates} needs a ranker (CLAP, ImageBind or the judge model), "
-                "which samaudio does not implement yet; use reranking_candidates=1"
-            )
+        K = int(reranking_candidates)
+        if K < 1:
+            raise InvalidRequestError(f"reranking_candidates is {reranking_candidates}; it must be at least 1")
         if span_anchors not in SPAN_ANCHOR_MODES:
             raise InvalidRequestError(f"span_anchors is {span_anchors!r}; expected one of {', '.join(SPAN_ANCHOR_MODES)}")
         if predict_spans:
@@ -301,13 +320,17 @@ class SAMAudio(nn.Module):
             if span_anchors == "fixed":
                 args["anchor_ids"] = found.anchor_ids.to(self.device)
                 args["anchor_alignment"] = found.anchor_alignment.to(self.device)
+        B = args["audio_features"].shape[0]
+        if K > 1:  # candidates differ only by their noise: every conditioning row repeated K times, item-major
+            args = {name: value.repeat_interleave(K, dim=0) for name, value in args.items()}
         features = args["audio_features"]
-        B = features.shape[0]
+        N = features.shape[0]  # B * K
         if noise is None:
             noise = torch.randn_like(features)
         elif noise.shape != features.shape:
             raise InvalidRequestError(
-                f"noise has shape {tuple(noise.shape)} but this batch needs {tuple(features.shape)} (B, T, 2C)"
+                f"noise has shape {tuple(noise.shape)} but this batch needs {tuple(features.shape)} (B*K, T, 2C) "
+                f"for {B} item(s) x {K} candidate(s)"
             )
         noise = noise.to(features.device, features.dtype)
 
@@ -318,25 +341,69 @@ class SAMAudio(nn.Module):
             if should_stop is not None and should_stop():
                 raise StoppedError(f"separation stopped after {nfe} vector-field evaluations: should_stop() was true")
             nfe += 1
-            return self.forward(noisy_audio=x, time=t.expand(B), **args)
+            return self.forward(noisy_audio=x, time=t.expand(N), **args)
 
         opt = DEFAULT_ODE_OPT if ode_opt is None else ode_opt
         times = torch.tensor([0.0, 1.0], device=features.device, dtype=torch.float32)
         states = odeint(velocity, noise, times, method=opt.get("method"), options=opt.get("options"))
-        latents = states[-1]  # (B, T, 2C)
+        latents = states[-1]  # (N, T, 2C)
 
         C = latents.shape[-1] // 2
-        rows = latents.transpose(1, 2).reshape(2 * B, C, -1)  # (2B, C, T): row 2b target, 2b+1 residual
-        wavs = self.audio_codec.decode(rows, message=watermark_message)  # (2B, 1, T * hop)
-        wavs = wavs.view(B, 2, -1)
+        rows = latents.transpose(1, 2).reshape(2 * N, C, -1)  # (2N, C, T): row 2n target, 2n+1 residual
+        wavs = self.audio_codec.decode(rows, message=watermark_message)  # (2N, 1, T * hop)
+        wavs = wavs.view(B, K, 2, -1)
         lengths = self.audio_codec.feature_idx_to_wav_idx(batch.sizes).tolist()  # cut to the padded length
+        targets = [wavs[b, :, 0, : lengths[b]] for b in range(B)]  # B x (K, L_b)
+        residuals = [wavs[b, :, 1, : lengths[b]] for b in range(B)]
+        choice = self.choose_candidates(
+            targets,
+            mixtures=[batch.audios[b][:, : lengths[b]] for b in range(B)],
+            descriptions=list(batch.descriptions),
+            masked_videos=getattr(batch, "masked_video", None),
+        )
+        chosen = choice.chosen.tolist()
         return SeparationResult(
-            target=[wavs[b, 0, : lengths[b]] for b in range(B)],
-            residual=[wavs[b, 1, : lengths[b]] for b in range(B)],
+            target=[targets[b][chosen[b]] for b in range(B)],
+            residual=[residuals[b][chosen[b]] for b in range(B)],
             noise=noise,
             nfe=nfe,
             spans=spans,
+            scores=choice.scores,
+            chosen=choice.chosen,
+            ranker=choice.ranker,
         )
+
+    def choose_candidates(
+        self,
+        targets: list[torch.Tensor],
+        *,
+        mixtures: list[torch.Tensor],
+        descriptions: list[str],
+        masked_videos: list[torch.Tensor] | None = None,
+    ) -> CandidateChoice:
+        """Pick one of K candidate targets per item with the official rules.
+
+        `targets` B tensors (K, L_b) at 48 kHz; `mixtures` B tensors (1, L_b) or (L_b,), the mixture each item was
+        separated from (rows are cut or zero-padded as the caller had them; it is repeated K times here);
+        `masked_videos` the batch's B masked videos or None. Rules, in order: K > 1 with masked videos and a
+        visual ranker -> the visual ranker; K > 1 with a text ranker -> the text ranker; otherwise candidate 0.
+        The highest score wins, ties to the lowest index. A streaming engine calls this once per window.
+        """
+        B = len(targets)
+        K = targets[0].shape[0] if B else 1
+        if K > 1 and masked_videos is not None and self.visual_ranker is not None:
+            name = "visual_ranker"
+            scores = self.visual_ranker(extracted_audio=targets, videos=masked_videos, sample_rate=self.sample_rate)
+        elif K > 1 and self.text_ranker is not None:
+            name = "text_ranker"
+            mix = [m.reshape(1, -1).expand(K, -1) for m in mixtures]  # (K, L_b): the mixture per candidate
+            scores = self.text_ranker(
+                extracted_audio=targets, input_audio=mix, descriptions=descriptions, sample_rate=self.sample_rate
+            )
+        else:
+            return CandidateChoice(scores=None, chosen=torch.zeros(B, dtype=torch.long), ranker=None)
+        scores = scores.reshape(B, K).float().cpu()  # ImageBind scores (B, K, 1), the others (B, K)
+        return CandidateChoice(scores=scores, chosen=scores.argmax(dim=1), ranker=name)
 
     # ------------------------------------------------------------------ building and loading
 
@@ -387,6 +454,8 @@ class SAMAudio(nn.Module):
         span_predictor: str | os.PathLike | bool | None = None,
         cache_dir: str | os.PathLike | None = None,
         token: str | None = None,
+        text_ranker: RankerRequest = None,
+        visual_ranker: RankerRequest = None,
         **config_overrides: Any,
     ) -> "SAMAudio":
         """Load an official hub repo (`facebook/sam-audio-small` ...) or a local folder, in eval mode.
@@ -400,6 +469,12 @@ class SAMAudio(nn.Module):
         `span_predictor` loads PE-A-Frame for `separate(predict_spans=True)`: a folder (a relative name is looked
         up beside config.json first), a hub id, an official name such as "pe-a-frame-large" (`facebook/<name>`),
         or True for the one config.json names (the official `span_predictor` key). None or False: not built.
+
+        Rankers (for `separate(reranking_candidates=K)`) are built only when asked for, even when config.json
+        names them (the official loader builds every configured ranker, its top out-of-memory cause):
+        `text_ranker=True` builds the config's own entry; a kind ("clap", "judge", "imagebind"), a config dict
+        in the official form (`{"kind": "ensemble", "rankers": {...}}`) or a built `Ranker` gives another.
+        Relative checkpoint paths in a ranker config are read from the model folder.
         """
         folder = resolve_folder(name_or_path, revision=revision, cache_dir=cache_dir, token=token)
         fields = json.loads((folder / CONFIG_NAME).read_text())
@@ -427,12 +502,17 @@ class SAMAudio(nn.Module):
             where = resolve_span_predictor(span_predictor, root=folder, cache_dir=cache_dir, token=token)
             predictor = PEAudioFrame.from_pretrained(where)
             transform = PEAudioFrameTransform.from_folder(where)
+        rankers = {
+            name: _build_ranker(request, getattr(config, name), name, root=folder)
+            for name, request in (("visual_ranker", visual_ranker), ("text_ranker", text_ranker))
+        }
         model = cls(
             config,
             text_encoder=text_encoder,
             vision_encoder=vision_encoder,
             span_predictor=predictor,
             span_predictor_transform=transform,
+            **rankers,
         )
         model.load_checkpoint(state)
         model.eval()  # the official loader leaves dropout (0.1) live
@@ -448,6 +528,8 @@ class SAMAudio(nn.Module):
             state = {k: v for k, v in state.items() if not k.startswith(VISION_PREFIX)}
         if self.span_predictor is None and any(k.startswith(SPAN_PREFIX) for k in state):
             state = {k: v for k, v in state.items() if not k.startswith(SPAN_PREFIX)}  # not asked for
+        # rankers load their own weights when built; any copy in the checkpoint is not needed
+        state = {k: v for k, v in state.items() if not k.startswith(RANKER_PREFIXES)}
         expected = self.state_dict()
         missing = [k for k in expected if k not in state and not k.startswith(OPTIONAL_PREFIXES)]
         unexpected = [k for k in state if k not in expected]
@@ -484,8 +566,28 @@ class SAMAudio(nn.Module):
         # safetensors refuses tensors that share memory (T5's tied embeddings): store each as its own copy
         tensors, seen = {}, set()
         for key, value in self.state_dict().items():
+            if key.startswith(RANKER_PREFIXES):  # each ranker loads its own weights, as in official checkpoints
+                continue
             ptr = value.data_ptr()
             tensors[key] = value.detach().clone().contiguous() if ptr in seen else value.detach().contiguous()
             seen.add(ptr)
         save_file(tensors, str(folder / "model.safetensors"))
         return folder
+
+
+def _build_ranker(request: RankerRequest, configured: dict | None, name: str, *, root: Path) -> Ranker | None:
+    """The ranker `from_pretrained(..., name=request)` asks for; `configured` is config.json's entry."""
+    if request is None or request is False:
+        if configured is not None:
+            logger.info("config.json names a %s (%s); not built: pass %s=True to load it", name, configured, name)
+        return None
+    if isinstance(request, Ranker):
+        return request
+    if request is True:
+        if configured is None:
+            raise ConfigError(f"{name}=True but config.json names no {name}: pass a kind or a ranker config dict")
+        request = configured
+    elif isinstance(request, str):
+        same_kind = isinstance(configured, dict) and configured.get("kind") == request
+        request = configured if same_kind else {"kind": request}
+    return create_ranker(request, root=root)
