@@ -14,15 +14,13 @@ those it does not use, so one call serves them all:
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import torch
 import torch.nn as nn
 
-from samaudio.errors import CheckpointError
+from samaudio.model.hub import check_state_dict
 
-logger = logging.getLogger(__name__)
 
 
 class Ranker(nn.Module):
@@ -49,29 +47,15 @@ class EnsembleRanker(Ranker):
 
 
 def load_state_strict(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Load `state` into `module` after comparing key sets and shapes; every problem in one CheckpointError.
+    """Load `state` into `module` after comparing key sets and shapes: every problem in one CheckpointError.
 
-    The official rankers load with a bare `load_state_dict`, which fails deep inside torch with a wall of keys
-    (or, for the judge, crashes on the first mismatched shape): this names the first few of each kind and the file.
+    The official rankers load with a bare `load_state_dict`, which fails deep inside torch with a wall of keys:
+    this names the first few of each kind and the file before anything loads.
     """
-    expected = module.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in expected
-        if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
-    ]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing key(s), first {', '.join(missing[:5])}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected key(s), first {', '.join(unexpected[:5])}")
-    if wrong:
-        problems.append(f"{len(wrong)} shape mismatch(es), first {'; '.join(wrong[:3])}")
-    if problems:
-        raise CheckpointError(
-            f"{source} does not fit the {type(module).__name__} built from its config: " + " | ".join(problems)
-            + ". Is the config the one saved with these weights?"
-        )
+    check_state_dict(
+        state,
+        module.state_dict(),
+        f"{source} ({type(module).__name__})",
+        "Is the config beside it the one saved with these weights?",
+    )
     module.load_state_dict(state, strict=True)
