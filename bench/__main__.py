@@ -54,6 +54,12 @@ class Settings:
     rtf_repeats: int = 1
     rtf_warmup: bool = False
     bf16: bool = False  # extra bf16 figures (CUDA only)
+    rerank_preset: str = "sam-audio-small"
+    rerank_seconds: float = 2.0  # one mono window
+    rerank_candidates: int = 4
+    rerank_repeats: int = 2
+    rerank_memory_steps: int = 2  # solver steps of the memory runs (peak memory does not grow with steps)
+    rerank_memory_rankers: list[str] = field(default_factory=lambda: ["clap"])
 
     @classmethod
     def for_run(cls, quick: bool, device: str, threads: int | None) -> "Settings":
@@ -79,6 +85,9 @@ class Settings:
             rtf_repeats=3 if cuda else 1,
             rtf_warmup=cuda,
             bf16=cuda,
+            rerank_seconds=10.0,
+            rerank_repeats=3,
+            rerank_memory_rankers=["clap", "imagebind"],
         )
 
 
@@ -143,12 +152,28 @@ def run_rtf(s: Settings) -> dict[str, Any]:
     return out
 
 
+def run_rerank(s: Settings) -> dict[str, Any]:
+    from bench.rerank import measure_ranker_memory, measure_rerank_cost
+
+    out = measure_rerank_cost(
+        s.rerank_preset, s.rerank_seconds, s.rerank_candidates, s.rerank_repeats, device=s.device
+    )
+    out.update(
+        measure_ranker_memory(
+            s.rerank_preset, s.rerank_seconds, s.rerank_candidates, s.rerank_memory_steps,
+            rankers=tuple(s.rerank_memory_rankers), device=s.device, threads=s.threads,
+        )
+    )
+    return out
+
+
 MEASUREMENTS: dict[str, Callable[[Settings], dict[str, Any]]] = {
     "dit": run_dit,
     "memory": run_memory,
     "transport": run_transport,
     "serving": run_serving,  # grpc_overhead_ratio and first_audio_latency_ratio
     "rtf": run_rtf,
+    "rerank": run_rerank,  # K candidates vs one, peak memory with a ranker loaded vs without
 }
 
 

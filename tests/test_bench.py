@@ -81,6 +81,15 @@ def test_separate_rtf_is_given_per_preset():
     assert list(figures["separate_rtf"]) == ["demo-tiny"]
 
 
+def test_rerank_cost_and_memory_are_given():
+    from bench.rerank import measure_ranker_memory, measure_rerank_cost
+
+    figures = measure_rerank_cost("demo-tiny", seconds=0.1, candidates=2, repeats=1, steps=1)
+    assert_finite_keys(figures, ["rerank_cost_ratio", "rerank_wall_one_seconds", "rerank_wall_many_seconds"])
+    figures = measure_ranker_memory("demo-tiny", seconds=0.1, candidates=2, steps=1, rankers=())
+    assert_finite_keys(figures, ["rerank_peak_rss_without_ranker_mib"])
+
+
 def test_a_benchmark_server_child_process_serves_and_stops():
     import grpc
 

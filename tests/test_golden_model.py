@@ -150,14 +150,6 @@ def test_separate_rejects_noise_of_the_wrong_shape(golden_model, golden_processo
         golden_model.separate(batch, noise=tensors["noise"][:, :-1])
 
 
-@pytest.mark.parametrize("kwargs, missing", [({"reranking_candidates": 2}, "ranker")])
-def test_separate_names_the_missing_part_for_unimplemented_options(golden_model, golden_processor, golden, kwargs, missing):
-    tensors, meta = golden("e2e_text")
-    batch = golden_processor(descriptions=meta["descriptions"], audios=[tensors["audio_in_0"]])
-    with pytest.raises(NotImplementedError, match=missing):
-        golden_model.separate(batch, **kwargs)
-
-
 def test_from_pretrained_returns_eval_mode(golden_model):
     assert not golden_model.training
     assert all(not m.training for m in golden_model.modules())

@@ -407,11 +407,25 @@ def _read_clap_checkpoint(path: Path) -> dict[str, torch.Tensor]:
 class ClapRanker(Ranker):
     """Cosine similarity of each candidate's CLAP audio embedding with its item's description embedding: (B, K)."""
 
-    def __init__(self, config: ClapRankerConfig | None = None, *, root: str | Path | None = None):
+    def __init__(
+        self,
+        config: ClapRankerConfig | None = None,
+        *,
+        root: str | Path | None = None,
+        model: CLAP | None = None,
+        tokenizer: Any = None,
+    ):
+        """Load the checkpoint `config` names (relative paths from `root`), or wrap a built `model` and
+        `tokenizer` as they are (random weights for a benchmark, or weights loaded elsewhere)."""
         super().__init__()
         from transformers import AutoTokenizer
 
         self.config = config or ClapRankerConfig()
+        if model is not None:
+            if tokenizer is None:
+                raise InvalidRequestError("ClapRanker(model=...) needs its tokenizer too (tokenizer=...)")
+            self.model, self.tokenizer = model.eval(), tokenizer
+            return
         path = self._checkpoint_path(self.config.checkpoint, root)
         # our extension: a config.json beside the checkpoint gives other sizes (the official code hard-codes them)
         cfg_file = path.parent / "config.json"
