@@ -278,3 +278,14 @@ def test_noise_for_candidates_must_have_b_times_k_rows(golden_model, golden_proc
         golden_model.separate(batch, noise=t["noise"][:2], reranking_candidates=3)
     with pytest.raises(InvalidRequestError, match="at least 1"):
         golden_model.separate(batch, reranking_candidates=0)
+
+
+def test_rankers_stay_float32_in_a_bfloat16_model(golden_dir, rerank_config, golden_processor, golden):
+    clap = rerank_config["text_ranker"]["rankers"]["clap"][0]
+    model = SAMAudio.from_pretrained(golden_dir, dtype="bfloat16", text_ranker=clap)
+    assert model.proj.weight.dtype == torch.bfloat16
+    assert all(p.dtype == torch.float32 for p in model.text_ranker.parameters())
+    t, meta = golden("e2e_rerank")
+    batch = golden_processor(descriptions=meta["descriptions"][:1], audios=[t["audio_in_0"]])
+    result = model.separate(batch, ode_opt={"method": "euler", "options": {"step_size": 1.0}}, reranking_candidates=2)
+    assert result.scores.shape == (1, 2) and torch.isfinite(result.scores).all()

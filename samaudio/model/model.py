@@ -518,7 +518,11 @@ class SAMAudio(nn.Module):
         model.eval()  # the official loader leaves dropout (0.1) live
         if isinstance(dtype, str):
             dtype = getattr(torch, dtype)
-        return model.to(device=device, dtype=dtype)
+        model = model.to(device=device, dtype=dtype)
+        for ranker in (model.visual_ranker, model.text_ranker):
+            if ranker is not None:  # scoring stays in float32: their front ends (fbank, STFT, int16) expect it
+                ranker.float()
+        return model
 
     def load_checkpoint(self, state: dict[str, torch.Tensor]) -> None:
         """Load a state_dict with an explicit, checked key map: every problem is named before anything loads."""

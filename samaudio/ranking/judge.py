@@ -47,8 +47,9 @@ class JudgeRanker(Ranker):
                 "of each per item"
             )
         K = extracted_audio[0].shape[0]
-        separated = [row[None] for block in extracted_audio for row in block]  # N x (1, L_b)
-        mixtures = [row[None] for block in input_audio for row in block.expand(K, -1)]
+        # rankers run in float32 whatever the separator's dtype (SAMAudio.from_pretrained keeps them there)
+        separated = [row[None].float() for block in extracted_audio for row in block]  # N x (1, L_b)
+        mixtures = [row[None].float() for block in input_audio for row in block.expand(K, -1)]
         text = [d for d in descriptions for _ in range(K)]
         device = next(self.model.parameters()).device
         inputs = self.processor(text, mixtures, separated, sampling_rate=sample_rate)
