@@ -289,3 +289,24 @@ def test_rankers_stay_float32_in_a_bfloat16_model(golden_dir, rerank_config, gol
     batch = golden_processor(descriptions=meta["descriptions"][:1], audios=[t["audio_in_0"]])
     result = model.separate(batch, ode_opt={"method": "euler", "options": {"step_size": 1.0}}, reranking_candidates=2)
     assert result.scores.shape == (1, 2) and torch.isfinite(result.scores).all()
+
+
+def test_predicted_spans_are_found_once_per_item_and_condition_every_candidate(golden_dir, golden_processor, golden):
+    # candidate 0 of each item, given the golden noise and watermark rows, is the golden single-candidate result
+    base = json.loads((golden_dir / "config.json").read_text())
+    spans = json.loads((golden_dir / "config_spans.json").read_text())
+    overrides = {k: v for k, v in spans.items() if base.get(k) != v and k != "span_predictor"}
+    model = SAMAudio.from_pretrained(golden_dir, span_predictor=spans["span_predictor"], **overrides)
+    t, meta = golden("e2e_spans_pr100")
+    B, K = t["noise"].shape[0], 2
+    batch = golden_processor(descriptions=meta["descriptions"], audios=[t[f"audio_in_{b}"] for b in range(B)])
+    g = torch.Generator().manual_seed(0)
+    noise = torch.stack([t["noise"], torch.randn(t["noise"].shape, generator=g)], dim=1).flatten(0, 1)  # row b*K + k
+    wm = t["wm_message"].view(B, 1, 2, -1)
+    wm = torch.cat([wm, torch.randint(0, 2, wm.shape, generator=g).float()], dim=1).flatten(0, 2)  # (2*B*K, 16)
+    result = model.separate(
+        batch, noise=noise, ode_opt=meta["ode_opt"], predict_spans=True, reranking_candidates=K, watermark_message=wm
+    )
+    assert result.spans == meta["spans"] and result.chosen.tolist() == [0] * B
+    for b in range(B):
+        close(result.target[b], t[f"target_{b}"], atol=WAV_ATOL, rtol=0)
