@@ -384,6 +384,15 @@ def test_local_on_the_thin_install_says_to_install_the_server_extra(thin_python,
     assert 'pip install "samaudio[server]"' in result.stderr
 
 
+def test_samaudio_server_on_the_thin_install_says_to_install_the_server_extra(thin_python):
+    script = Path(thin_python).parent / ("samaudio-server.exe" if os.name == "nt" else "samaudio-server")
+
+    result = subprocess.run([str(script), "--port", "0"], capture_output=True, text=True, check=False, timeout=120)
+
+    assert result.returncode == 2
+    assert 'pip install "samaudio[server]"' in result.stderr and "Traceback" not in result.stderr
+
+
 def test_local_writes_the_same_stems_as_the_server(thin_python, server, golden_dir, tmp_path):
     write(tmp_path / "take.wav", 1.1, 44100, 2, seed=8)
     args = ["separate", str(tmp_path / "take.wav"), "--text", "a chirp", "--span", "+0.2:0.9", *FAST]

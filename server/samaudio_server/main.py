@@ -127,11 +127,11 @@ def main(argv: list[str] | None = None) -> None:
     tls = [p.read_bytes() for p in (args.tls_cert, args.tls_key)] if args.tls_cert else [None, None]
 
     from samaudio.errors import SAMAudioError
-    from samaudio_server import models
+    from samaudio.model import catalog
     from samaudio_server.server import create_server
 
     try:
-        model, processor = models.load(args.model, device=args.device, dtype=args.dtype, vision=args.vision)
+        model, processor = catalog.load(args.model, device=args.device, dtype=args.dtype, vision=args.vision)
     except SAMAudioError as e:
         sys.exit(
             f"samaudio-server: {e}\n--model takes a name from `samaudio models` (e.g. demo-tiny: untrained, no "

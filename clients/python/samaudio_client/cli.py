@@ -20,7 +20,6 @@ unreadable input, a span that does not fit), 3 the server or the engine failed (
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import logging
 import os
@@ -38,6 +37,7 @@ from samaudio.defaults import STREAM_DEFAULTS  # torch-free
 from samaudio.errors import SAMAudioError  # torch-free: the library's errors import nothing
 from samaudio_client.errors import SamaudioError
 from samaudio_client.files import FORMATS, AudioFileError, Region, StemWriter, output_subtype, read_blocks, stem_paths
+from samaudio_client.server_stack import SERVER_EXTRA, missing_server_modules
 from samaudio_client.spans import Span, SpanError, parse_span, to_region
 
 if TYPE_CHECKING:
@@ -52,7 +52,6 @@ EXIT_CODES = (
     "(SIGTERM). Interrupted or terminated, no partial stem file is left behind."
 )
 DEFAULT_SERVER = "127.0.0.1:50051"
-SERVER_EXTRA = 'pip install "samaudio[server]"'
 
 
 class Terminated(KeyboardInterrupt):
@@ -422,10 +421,11 @@ def _count(n: int, noun: str) -> str:
 
 def _import_engine() -> Any:
     """The library's streaming engine, or a clear LocalEngineMissing on a thin install."""
-    if importlib.util.find_spec("torch") is None:
+    missing = missing_server_modules()
+    if missing:
         raise LocalEngineMissing(
-            f"running the model in this process needs torch and the model stack, which this install lacks: "
-            f"{SERVER_EXTRA} (or separate on a server with --server HOST:PORT)"
+            f"running the model in this process needs the model stack, which this install lacks "
+            f"({', '.join(missing)}): {SERVER_EXTRA} (or separate on a server with --server HOST:PORT)"
         )
     import samaudio.streaming
 
@@ -435,10 +435,10 @@ def _import_engine() -> Any:
 def separate_local(args: argparse.Namespace, jobs: list[Job]) -> None:
     streaming = _import_engine()
     from samaudio.model.model import midpoint_ode_opt
-    from samaudio_server import models
+    from samaudio.model import catalog
 
     model_name = args.model or _default_model()
-    model, processor = models.load(model_name)
+    model, processor = catalog.load(model_name)
     device = model.device
     options = _options(args)
     steps = options.pop("solver_steps", None)

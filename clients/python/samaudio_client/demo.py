@@ -46,18 +46,21 @@ def make_example(seconds: float, sample_rate: int = EXAMPLE_RATE, seed: int = 0)
 
 def build_model():
     """The demo-tiny model with random weights, reproducibly (seed 0), and its processor."""
-    from samaudio_server import models
+    import torch
+
+    from samaudio.model import catalog
 
     # A model this small gains nothing from intra-op threads, and loses much when the cores are busy elsewhere
     # (threads wait for each other at every op).
-    return models.build_untrained(PRESET, seed=0, threads=1)
+    torch.set_num_threads(1)
+    return catalog.build_untrained(PRESET, seed=0)
 
 
 def run_demo(out_dir: Path | None = None, seconds: float = 4.0, quiet: bool = False) -> tuple[Path, Path]:
     """Run the demo; returns the paths of the target and residual stems written under `out_dir` (default: a new
     temporary folder, so a run from a checkout leaves nothing in it)."""
-    from samaudio_server.server import create_server
     from samaudio.defaults import StreamDefaults
+    from samaudio_server.server import create_server
 
     from samaudio_client import cli
     from samaudio_client.errors import SamaudioError
