@@ -519,3 +519,19 @@ def test_stems_keep_the_inputs_subtype_and_subtype_chooses_another(thin_python, 
             assert sf.info(tmp_path / f"{name}.{stem}.wav").subtype == subtype
     assert sf.info(tmp_path / "out" / "a16.target.wav").subtype == "PCM_24"
     assert wrong.returncode == 2 and "--subtype" in wrong.stderr and "PCM_24" in wrong.stderr
+
+
+def test_the_osc_bridge_and_the_demo_do_not_import_the_command_line():
+    """Shared options live in samaudio_client.options: cli imports osc and demo, never the other way round."""
+    import ast
+
+    import samaudio_client
+
+    folder = Path(samaudio_client.__file__).parent
+    for name in ("osc.py", "demo.py", "options.py"):
+        tree = ast.parse((folder / name).read_text())
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        imported |= {f"{node.module}.{a.name}" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                     for a in node.names}
+        imported |= {a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}
+        assert not {"samaudio_client.cli", "samaudio_client.osc"} & imported, name

@@ -33,10 +33,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from samaudio import __version__
-from samaudio.defaults import STREAM_DEFAULTS  # torch-free
 from samaudio.errors import SAMAudioError  # torch-free: the library's errors import nothing
 from samaudio_client.errors import SamaudioError
 from samaudio_client.files import FORMATS, AudioFileError, Region, StemWriter, output_subtype, read_blocks, stem_paths
+from samaudio_client.options import add_connection, add_stream_settings, positive, seconds, stream_settings
 from samaudio_client.server_stack import SERVER_EXTRA, missing_server_modules
 from samaudio_client.spans import Span, SpanError, parse_span, to_region
 
@@ -51,7 +51,6 @@ EXIT_CODES = (
     "the engine failed (the gRPC code and the message on stderr); 130 interrupted (Ctrl-C); 143 terminated "
     "(SIGTERM). Interrupted or terminated, no partial stem file is left behind."
 )
-DEFAULT_SERVER = "127.0.0.1:50051"
 
 
 class Terminated(KeyboardInterrupt):
@@ -80,44 +79,6 @@ def _span(text: str) -> Span:
         return parse_span(text)
     except SpanError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
-
-
-def _positive(kind: type) -> Callable[[str], Any]:
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"{text} must be > 0")
-        return value
-
-    return parse
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a time in seconds") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"{text} must be a time >= 0 s")
-    return value
-
-
-def _add_connection(p: argparse.ArgumentParser, server: Any = None) -> None:
-    """--server (into `server`, a mutually exclusive group, when given), --token, --tls, --tls-ca."""
-    (server or p).add_argument(
-        "--server",
-        default=os.environ.get("SAMAUDIO_SERVER", DEFAULT_SERVER),
-        metavar="HOST:PORT",
-        help="the samaudio server (default: $SAMAUDIO_SERVER or %(default)s)",
-    )
-    p.add_argument(
-        "--token", default=os.environ.get("SAMAUDIO_TOKEN"), help="the server's token (default: $SAMAUDIO_TOKEN)"
-    )
-    p.add_argument("--tls", action="store_true", help="connect with TLS, trusting the system's roots")
-    p.add_argument("--tls-ca", type=Path, metavar="FILE", help="connect with TLS, trusting this PEM certificate")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -149,8 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="a span prompt on the file's timeline in seconds: +1.2:3.4 the sound is there, -5:6 it is not "
         "(repeatable)",
     )
-    p.add_argument("--start", type=_seconds, metavar="S", help="separate from S seconds into the file")
-    p.add_argument("--duration", type=_positive(float), metavar="D", help="separate D seconds (default: to the end)")
+    p.add_argument("--start", type=seconds, metavar="S", help="separate from S seconds into the file")
+    p.add_argument("--duration", type=positive(float), metavar="D", help="separate D seconds (default: to the end)")
     p.add_argument(
         "--video",
         type=Path,
@@ -168,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the model sees it): a .npy array (frames, height, width), or a raw file of one byte per pixel",
     )
     where = p.add_mutually_exclusive_group()
-    _add_connection(p, where)
+    add_connection(p, where)
     where.add_argument("--local", action="store_true", help=f"run the model in this process (needs {SERVER_EXTRA})")
     p.add_argument(
         "--model",
@@ -184,26 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="sample format of the stems, e.g. PCM_16, PCM_24, FLOAT (default: the input's, if the format holds it)",
     )
-    p.add_argument(
-        "--chunk-seconds",
-        type=_positive(float),
-        metavar="S",
-        help=f"model window length (default: the server's, {STREAM_DEFAULTS.chunk_seconds:g} unless it sets another)",
-    )
-    p.add_argument(
-        "--overlap-seconds",
-        type=_seconds,
-        metavar="S",
-        help=f"overlap of neighbouring windows, < the window (default: the server's, "
-        f"{STREAM_DEFAULTS.overlap_seconds:g} unless it sets another)",
-    )
-    p.add_argument("--seed", type=int, help=f"seed of the solver's initial noise (default: {STREAM_DEFAULTS.seed})")
-    p.add_argument(
-        "--steps",
-        type=_positive(int),
-        metavar="N",
-        help=f"ODE solver steps (default: the server's, {STREAM_DEFAULTS.solver_steps} unless it sets another)",
-    )
+    add_stream_settings(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary on stderr")
 
     p = commands.add_parser(
@@ -213,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(with their default window, overlap and solver steps), the sample formats and its limits. Needs no token.",
         epilog=EXIT_CODES,
     )
-    _add_connection(p)
+    add_connection(p)
     p.add_argument("--json", action="store_true", help="print the description as JSON")
 
     p = commands.add_parser(
@@ -235,10 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out-dir", type=Path, help="where to write the example and its stems (default: a new temporary folder)"
     )
-    p.add_argument("--seconds", type=_positive(float), default=4.0, help="length of the example (default: %(default)s)")
+    p.add_argument("--seconds", type=positive(float), default=4.0, help="length of the example (default: %(default)s)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
-    from samaudio_client import osc  # the OSC bridge registers its own command, with this file's options
+    from samaudio_client import osc  # here, not at the top: the bridge imports grpc, which other commands may not need
 
     osc.add_parser(commands)
     return parser
@@ -347,16 +289,6 @@ class Progress:
             self.bar.close()
 
 
-def _options(args: argparse.Namespace) -> dict[str, Any]:
-    options = {
-        "chunk_seconds": args.chunk_seconds,
-        "overlap_seconds": args.overlap_seconds,
-        "seed": args.seed,
-        "solver_steps": args.steps,
-    }
-    return {k: v for k, v in options.items() if v is not None}
-
-
 def _run_job(job: Job, separate: Callable[[Job, StemWriter, Progress], str], args: argparse.Namespace) -> None:
     """Separate one job into its two files, written block by block; partial files are removed on failure."""
     began = time.monotonic()
@@ -387,7 +319,7 @@ def _run_job(job: Job, separate: Callable[[Job, StemWriter, Progress], str], arg
 def separate_remote(args: argparse.Namespace, jobs: list[Job]) -> None:
     from samaudio_client.client import Client
 
-    options = _options(args)
+    options = stream_settings(args)
     if args.model:
         options["model"] = args.model
     with Client(args.server, token=args.token, tls=args.tls, ca_file=args.tls_ca) as client:
@@ -440,7 +372,7 @@ def separate_local(args: argparse.Namespace, jobs: list[Job]) -> None:
     model_name = args.model or _default_model()
     model, processor = catalog.load(model_name)
     device = model.device
-    options = _options(args)
+    options = stream_settings(args)
     steps = options.pop("solver_steps", None)
     if steps is not None:
         options["ode_opt"] = midpoint_ode_opt(steps)
@@ -545,7 +477,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     _import_engine()
     from samaudio_client.demo import run_demo
 
-    run_demo(args.out_dir, seconds=args.seconds, quiet=args.quiet)
+    run_demo(main, args.out_dir, seconds=args.seconds, quiet=args.quiet)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import logging
 import sys
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import soundfile as sf
@@ -56,13 +57,15 @@ def build_model():
     return catalog.build_untrained(PRESET, seed=0)
 
 
-def run_demo(out_dir: Path | None = None, seconds: float = 4.0, quiet: bool = False) -> tuple[Path, Path]:
-    """Run the demo; returns the paths of the target and residual stems written under `out_dir` (default: a new
-    temporary folder, so a run from a checkout leaves nothing in it)."""
+def run_demo(
+    command_line: Callable[[list[str]], int], out_dir: Path | None = None, seconds: float = 4.0, quiet: bool = False
+) -> tuple[Path, Path]:
+    """Run the demo through `command_line` (the `samaudio` command's main, passed in so that the demo does not
+    import the command that imports it); returns the paths of the target and residual stems written under
+    `out_dir` (default: a new temporary folder, so a run from a checkout leaves nothing in it)."""
     from samaudio.defaults import StreamDefaults
     from samaudio_server.server import create_server
 
-    from samaudio_client import cli
     from samaudio_client.errors import SamaudioError
 
     print(UNTRAINED, file=sys.stderr)
@@ -84,10 +87,10 @@ def run_demo(out_dir: Path | None = None, seconds: float = 4.0, quiet: bool = Fa
     log.info("demo server on 127.0.0.1:%d", port)
     try:
         argv = ["separate", str(example), "--text", DESCRIPTION, "--server", f"127.0.0.1:{port}"]
-        code = cli.main([*argv, "--out-dir", str(out_dir), *(["--quiet"] if quiet else [])])
+        code = command_line([*argv, "--out-dir", str(out_dir), *(["--quiet"] if quiet else [])])
     finally:
         server.stop(0)
-    if code != cli.EXIT_OK:
+    if code != 0:
         raise SamaudioError(f"the demo's separation failed (exit {code}); see the message above")
     target, residual = out_dir / "demo-example.target.wav", out_dir / "demo-example.residual.wav"
     print(

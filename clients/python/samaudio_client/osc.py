@@ -51,6 +51,7 @@ from pythonosc.udp_client import SimpleUDPClient
 from samaudio_client.client import Client, SeparationOptions
 from samaudio_client.errors import SamaudioError
 from samaudio_client.files import FORMATS, Region, StemWriter, output_subtype, stem_paths
+from samaudio_client.options import add_connection, add_stream_settings, positive, stream_settings
 from samaudio_client.spans import Span, parse_span, to_region
 
 __all__ = [
@@ -456,8 +457,6 @@ def _address(text: str) -> tuple[str, int]:
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register `samaudio osc` on the CLI's subparsers (same connection and separation options as `separate`)."""
-    from samaudio_client import cli  # here, not at the top: cli imports this module
-
     p = subparsers.add_parser(
         "osc", help="separate on request from a DAW or controller that speaks OSC",
         description="Listen for OSC messages (UDP) and separate the files they name through the server, writing "
@@ -470,16 +469,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="where to receive requests (default: %s:%d, loopback only)" % DEFAULT_LISTEN,
     )
     p.add_argument("--reply", type=_address, required=True, metavar="HOST:PORT", help="where to send the replies")
-    cli._add_connection(p)
+    add_connection(p)
     p.add_argument("--model", default=None, metavar="NAME", help="a model the server serves (default: its default)")
     p.add_argument("--out-dir", type=Path, metavar="DIR", help="where to write the stems (default: beside each input)")
     p.add_argument("--format", choices=sorted(FORMATS), default="wav", help="output format (default: %(default)s)")
-    p.add_argument("--chunk-seconds", type=cli._positive(float), metavar="S", help="model window length")
-    p.add_argument("--overlap-seconds", type=cli._seconds, metavar="S", help="overlap of neighbouring windows")
-    p.add_argument("--seed", type=int, help="seed of the solver's initial noise (default: 0)")
-    p.add_argument("--steps", type=cli._positive(int), metavar="N", help="ODE solver steps (default: the model's)")
+    add_stream_settings(p)
     p.add_argument(
-        "--jobs", type=cli._positive(int), default=4, metavar="N",
+        "--jobs", type=positive(int), default=4, metavar="N",
         help="separations run at once; more wait their turn (default: %(default)s)",
     )
     return p
@@ -505,9 +501,7 @@ def run_bridge(bridge: OscBridge, stop: threading.Event | None = None) -> None:
 
 def main(args: argparse.Namespace) -> None:
     """`samaudio osc`: run the bridge until Ctrl-C."""
-    from samaudio_client import cli
-
-    options = cli._options(args)
+    options = stream_settings(args)
     if args.model:
         options["model"] = args.model
     with Client(args.server, token=args.token, tls=args.tls, ca_file=args.tls_ca) as client:
