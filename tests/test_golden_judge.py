@@ -139,7 +139,8 @@ def test_judge_config_with_wrong_widths_is_one_error_naming_the_keys(judge_dir, 
     from samaudio.model.judge import SAMAudioJudgeModel
 
     def widen(config):
-        config["finetune_transformer"]["hidden_size"] += 8
+        heads = config["finetune_transformer"].get("num_attention_heads", 8)
+        config["finetune_transformer"]["hidden_size"] += 4 * heads  # still a whole number of heads
         config["bottleneck_dim"] += 2
 
     folder = _write_judge_with_config(judge_dir, tmp_path, widen)
