@@ -14,6 +14,9 @@ _LAZY = {
     "SAMAudioConfig": "samaudio.model.config",
     "SAMAudioProcessor": "samaudio.processor",
     "Batch": "samaudio.processor",
+    "SAMAudioJudgeModel": "samaudio.model.judge",
+    "SAMAudioJudgeProcessor": "samaudio.model.judge",
+    "PEAudioFrame": "samaudio.model.span_predictor",
     "StreamingSeparator": "samaudio.streaming",
     "StemBlock": "samaudio.streaming",
 }
