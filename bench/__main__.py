@@ -60,6 +60,8 @@ class Settings:
     rerank_repeats: int = 2
     rerank_memory_steps: int = 2  # solver steps of the memory runs (peak memory does not grow with steps)
     rerank_memory_rankers: list[str] = field(default_factory=lambda: ["clap"])
+    cluster_seconds: float = 20.0  # one stream through the Ray backend, 1 vs 2 replicas
+    cluster_repeats: int = 3
 
     @classmethod
     def for_run(cls, quick: bool, device: str, threads: int | None) -> "Settings":
@@ -167,6 +169,12 @@ def run_rerank(s: Settings) -> dict[str, Any]:
     return out
 
 
+def run_cluster(s: Settings) -> dict[str, Any]:
+    from bench.cluster import measure_cluster
+
+    return measure_cluster(seconds=s.cluster_seconds, repeats=s.cluster_repeats, threads=s.threads or 1)
+
+
 MEASUREMENTS: dict[str, Callable[[Settings], dict[str, Any]]] = {
     "dit": run_dit,
     "memory": run_memory,
@@ -174,6 +182,7 @@ MEASUREMENTS: dict[str, Callable[[Settings], dict[str, Any]]] = {
     "serving": run_serving,  # grpc_overhead_ratio and first_audio_latency_ratio
     "rtf": run_rtf,
     "rerank": run_rerank,  # K candidates vs one, peak memory with a ranker loaded vs without
+    "cluster": run_cluster,  # the Ray Serve backend ([cluster] extra): replicas, front-door overhead
 }
 
 

@@ -52,6 +52,10 @@ class WorkerClosedError(ServerError):
     """The device worker was shut down (the server is stopping) before a window could run."""
 
 
+class ClusterBusyError(ServerError):
+    """Every replica of the cluster backend is busy and their queues are full (Serve's backpressure)."""
+
+
 class VisionUnavailableError(ServerError):
     """A masked video was sent but the served model was loaded without its vision encoder (no `--vision`)."""
 
@@ -71,6 +75,7 @@ STATUS_CODES: dict[type[BaseException], grpc.StatusCode] = {
     VideoTooLargeError: grpc.StatusCode.RESOURCE_EXHAUSTED,  # more than max_video_bytes, as sent or decoded
     TooManyStreamsError: grpc.StatusCode.RESOURCE_EXHAUSTED,
     StreamTooLongError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ClusterBusyError: grpc.StatusCode.RESOURCE_EXHAUSTED,  # retry later: the replicas' queues are full
     DrainingError: grpc.StatusCode.UNAVAILABLE,
     WorkerClosedError: grpc.StatusCode.UNAVAILABLE,
     UnauthenticatedError: grpc.StatusCode.UNAUTHENTICATED,
