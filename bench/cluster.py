@@ -58,8 +58,8 @@ def measure_cluster(
             ray.init(num_cpus=2, num_gpus=3, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
         try:
             spec = ReplicaSpec(model=folder, windows_per_batch=4, threads=threads)
-            one = RayWorker(deploy(spec, replicas=1, name="bench-1", gpus_per_replica=gpus_per_replica))
-            two = RayWorker(deploy(spec, replicas=2, name="bench-2", gpus_per_replica=gpus_per_replica))
+            one = RayWorker(deploy(spec, replicas=1, name="bench-1", gpus_per_replica=gpus_per_replica), app="bench-1")
+            two = RayWorker(deploy(spec, replicas=2, name="bench-2", gpus_per_replica=gpus_per_replica), app="bench-2")
             workers = {"local": LocalWorker(model, processor), "ray_1": one, "ray_2": two}
             for w in workers.values():  # warm-up: first calls load kernels and fill caches
                 _stream(model, processor, w, audio[: 48000 * 3], chunk_seconds, overlap_seconds, steps)

@@ -415,6 +415,13 @@ class StreamText:
         self._encoded: tuple[torch.Tensor, torch.Tensor] | None = None
         self._lock = threading.Lock()  # two workers never encode one stream's text twice
 
+    def __getstate__(self) -> dict[str, Any]:  # a job crosses processes (the cluster backend): not its lock
+        return {"description": self.description, "_encoded": self._encoded}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def features(self, model: "SAMAudio") -> tuple[torch.Tensor, torch.Tensor]:
         """((1, S_t, Dt) features, (1, S_t) bool mask, True on tokens), encoded on the first call."""
         with self._lock:

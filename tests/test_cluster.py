@@ -13,7 +13,7 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="the cluster backend needs the [cluster] extra")
 
-from server_fixtures import make_audio, pieces  # noqa: E402
+from server_fixtures import Feeder, config, golden_server, make_audio, pieces, separate, start_server, to_bytes  # noqa: E402, F401 - golden_server is a fixture
 
 REPLICAS = 2
 CHUNK, OVERLAP = 1.0, 0.4
@@ -46,6 +46,26 @@ def worker(cluster):
     w.close()
 
 
+@pytest.fixture(scope="module")
+def ray_server(cluster):
+    """(server, port, worker): the front door with the cluster backend, on loopback."""
+    from samaudio_server.cluster import RayWorker
+
+    worker = RayWorker(cluster, retry_pause=0.2)
+    server, port = start_server(worker.model, worker.processor(), worker=worker)
+    yield server, port, worker
+    server.stop(0)
+
+
+def _stub(port: int):
+    import grpc
+
+    from samaudio.v1 import separation_pb2_grpc as pb_grpc
+
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    return channel, pb_grpc.SeparationServiceStub(channel)
+
+
 def _stream(model, processor, worker, audio, rate, *, push=4096, description="a chirp", **kw):
     from samaudio.streaming import StreamingSeparator
 
@@ -73,6 +93,86 @@ def test_one_streams_windows_spread_over_both_replicas(golden_model, golden_proc
     assert sum(worker.windows_by_replica.values()) == 10  # ceil((6 - 1) / 0.6) + 1 windows, once each
 
 
+def test_stems_through_the_ray_backend_equal_the_local_backend(ray_server, golden_server):
+    _, ray_port, _ = ray_server
+    _, local_port = golden_server
+    cfg = config(sample_rate=44100, channels=2, description="a chirp", anchors=[(1, 0.3, 1.1)], seed=7)
+    sends = pieces(make_audio(2.7, 44100, 2, seed=8), 5000)
+    results = []
+    for port in (ray_port, local_port):
+        channel, stub = _stub(port)
+        with channel:
+            results.append(separate(stub, cfg, sends))
+    got, want = results
+    assert got.summary.windows == want.summary.windows
+    np.testing.assert_allclose(got.target, want.target, atol=TOL, rtol=0)
+    np.testing.assert_allclose(got.residual, want.residual, atol=TOL, rtol=0)
+
+
+def test_a_cancelled_stream_stops_its_windows_on_the_replicas(ray_server):
+    """Long windows (3 s, 16 steps): the client cancels while they run; the replicas stop them at a solver step."""
+    import grpc
+
+    _, port, worker = ray_server
+    before = worker.replica_stats()
+    channel, stub = _stub(port)
+    with channel:
+        cfg = config(chunk_seconds=3.0, overlap_seconds=0.5, solver_steps=16)
+        feeder = Feeder()
+        call = stub.Separate(iter(feeder))
+        feeder.put(pb_config_request(cfg))
+        feeder.put(audio_request(cfg, make_audio(6.0, 48000, 1, seed=9)))
+        feeder.close()
+        next(call)  # accepted: the windows are on their way
+        time.sleep(0.5)
+        call.cancel()
+        with pytest.raises(grpc.RpcError):
+            list(call)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        after = worker.replica_stats()
+        stopped = sum(r["stopped"] for r in after.values()) - sum(r["stopped"] for r in before.values())
+        if stopped:
+            break
+        time.sleep(0.2)
+    assert stopped >= 1, (before, after)
+
+
+def test_drain_waits_for_windows_in_flight_on_the_replicas(cluster, golden_model, golden_processor):
+    from samaudio_server.cluster import RayWorker
+
+    worker = RayWorker(cluster, retry_pause=0.2)
+    server, port = start_server(worker.model, worker.processor(), worker=worker)
+    cfg = config(seed=3)
+    audio = make_audio(3.0, 48000, 1, seed=10)
+    channel, stub = _stub(port)
+    with channel:
+        call = stub.Separate(iter([pb_config_request(cfg), audio_request(cfg, audio)]))
+        next(call)  # accepted: the stream runs
+        drained = []
+        import threading
+
+        drainer = threading.Thread(target=lambda: drained.append(server.drain(60)))
+        drainer.start()
+        responses = list(call)
+        drainer.join()
+    assert drained == [True]
+    assert responses[-1].WhichOneof("streaming_response") == "summary"
+    assert responses[-1].summary.frames_out == len(audio)
+
+
+def pb_config_request(cfg):
+    from samaudio.v1 import separation_pb2 as pb
+
+    return pb.SeparateRequest(config=cfg)
+
+
+def audio_request(cfg, audio):
+    from samaudio.v1 import separation_pb2 as pb
+
+    return pb.SeparateRequest(audio_content=to_bytes(audio, cfg.sample_format))
+
+
 def test_the_cluster_bench_reports_rates_speedup_and_overhead(cluster):
     import sys
 
@@ -91,8 +191,6 @@ def test_the_cluster_bench_reports_rates_speedup_and_overhead(cluster):
 
 
 def test_a_replica_killed_mid_stream_loses_nothing(golden_model, golden_processor, worker):
-    from ray import serve
-
     audio = make_audio(6.0, 48000, 1, seed=5)
     want = _stream(golden_model, golden_processor, None, audio, 48000)
 
@@ -110,4 +208,3 @@ def test_a_replica_killed_mid_stream_loses_nothing(golden_model, golden_processo
     np.testing.assert_allclose(got[0], want[0], atol=TOL, rtol=0)
     np.testing.assert_allclose(got[1], want[1], atol=TOL, rtol=0)
     assert worker.resubmitted >= 1
-    serve.status()

@@ -31,13 +31,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import logging
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from samaudio_server.errors import ClusterBusyError, WorkerClosedError
+from samaudio_server.errors import ClusterBusyError, ClusterUnavailableError, WorkerClosedError
 
 logger = logging.getLogger(__name__)
 
@@ -62,46 +63,117 @@ class ReplicaSpec:
 class ReplicaInfo:
     """What the front door needs to know of the model it never loads."""
 
+    config: Any  # the replicas' `SAMAudioConfig` (sizes: latent width, position table)
     sample_rate: int
     hop_length: int
-    latent_width: int  # 2C: the noise width of a window
-    vision: bool
+    vision: bool  # loaded with the vision encoder: streams may send a masked video
+
+
+class ModelView:
+    """The front door's stand-in for the replicas' model: its sizes, and text encoded by a replica.
+
+    The streaming engine reads sizes from its model (rate, hop, latent width, position table) and encodes each
+    stream's description once; with the cluster backend the model lives on the replicas, so this view answers
+    from their `ReplicaInfo` and sends `encode_text` to one of them. It runs no model work itself.
+    """
+
+    device = "cpu"  # where the front door keeps a stream's tensors; replicas move them to their device
+
+    def __init__(self, info: ReplicaInfo, handle: Any):
+        self.config = info.config
+        self.sample_rate = info.sample_rate
+        self.hop_length = info.hop_length
+        self.vision_encoder = True if info.vision else None  # the servicer asks only whether there is one
+        self._handle = handle
+
+    def encode_text(self, descriptions: list[str]) -> Any:
+        return self._handle.encode_text.remote(list(descriptions)).result()
 
 
 class SeparationReplica:
     """One replica: loads the model once on its device and runs batched windows. Deployed by `deploy`."""
 
-    def __init__(self, spec: ReplicaSpec):
+    def __init__(self, spec: ReplicaSpec, app: str = APP_NAME):
         import torch
         from ray import serve
 
-        from samaudio_server import models
+        from samaudio.model import catalog
 
         if spec.threads is not None:
             torch.set_num_threads(spec.threads)
         self.replica_id = serve.get_replica_context().replica_id.unique_id
-        self.model, self.processor = models.load(spec.model, dtype=spec.dtype, vision=spec.vision)
-        self.separate.set_max_batch_size(spec.windows_per_batch)
+        self.model, self.processor = catalog.load(spec.model, dtype=spec.dtype, vision=spec.vision)
+        self._separate_batch.set_max_batch_size(spec.windows_per_batch)
+        self._stats = stats_actor(app)
         logger.info("replica %s ready with %s on %s", self.replica_id, spec.model, self.model.device)
 
     def describe(self) -> ReplicaInfo:
         return ReplicaInfo(
+            config=self.model.config,
             sample_rate=int(self.model.sample_rate),
             hop_length=int(self.model.hop_length),
-            latent_width=int(self.model.noise_width) if hasattr(self.model, "noise_width") else 0,
             vision=getattr(self.model, "vision_encoder", None) is not None,
         )
 
-    async def encode_text(self, description: str) -> Any:
-        return await asyncio.to_thread(self.model.encode_text, [description])
+    async def encode_text(self, descriptions: list[str]) -> Any:
+        """((B, S_t, Dt) features, (B, S_t) mask) on the CPU, for the front door to put in its jobs."""
+        import torch
 
-    async def separate(self, jobs: list[Any]) -> list[tuple[str, Any]]:
-        """Windows of any streams, batched: (this replica's id, its `WindowStems`) per job, in order."""
+        def encode() -> Any:
+            with torch.inference_mode():
+                features, mask = self.model.encode_text(descriptions)
+            return features.cpu(), mask.cpu()
+
+        return await asyncio.to_thread(encode)
+
+    async def separate(self, job: Any) -> tuple[str, Any]:
+        """One window: (this replica's id, its `WindowStems`). Batched with other windows by `_separate_batch`.
+
+        A caller that cancels (its stream went away) sets the window's stop flag: the model call it shares stops
+        at its next solver step once every window in it is stopped, and runs on for the others otherwise.
+        """
+        stop = threading.Event()
+        try:
+            return await self._separate_batch(dataclasses.replace(job, should_stop=stop.is_set))
+        except asyncio.CancelledError:
+            stop.set()
+            raise
+
+    async def _separate_batch(self, jobs: list[Any]) -> list[tuple[str, Any]]:
+        from samaudio.errors import StoppedError
         from samaudio.streaming import separate_windows
 
         # one batch at a time per replica (serve.batch's default): the model is used by one thread at a time
-        stems = await asyncio.to_thread(separate_windows, self.model, self.processor, jobs)
+        try:
+            stems = await asyncio.to_thread(separate_windows, self.model, self.processor, jobs)
+        except StoppedError:
+            self._stats.count.remote(self.replica_id, "stopped", len(jobs))
+            raise
+        self._stats.count.remote(self.replica_id, "run", len(jobs))
         return [(self.replica_id, s) for s in stems]
+
+
+class ClusterStats:
+    """Windows run and stopped per replica, kept by one small actor for logs, tests and the bench."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, dict[str, int]] = {}
+
+    def count(self, replica: str, kind: str, n: int) -> None:
+        row = self.counts.setdefault(replica, {"run": 0, "stopped": 0})
+        row[kind] += n
+
+    def snapshot(self) -> dict[str, dict[str, int]]:
+        return self.counts
+
+
+def stats_actor(app: str) -> Any:
+    """The `ClusterStats` actor of application `app` (created on first use, shared by its replicas)."""
+    import ray
+
+    return ray.remote(num_cpus=0)(ClusterStats).options(
+        name=f"{app}-stats", namespace="samaudio", get_if_exists=True
+    ).remote()
 
 
 def deploy(
@@ -120,8 +192,8 @@ def deploy(
 
     cls = type(SeparationReplica.__name__, (SeparationReplica,), {})
     # serve.batch wraps the coroutine per class; a small wait lets windows of several streams meet in one call
-    cls.separate = serve.batch(max_batch_size=spec.windows_per_batch, batch_wait_timeout_s=0.005)(
-        SeparationReplica.separate
+    cls._separate_batch = serve.batch(max_batch_size=spec.windows_per_batch, batch_wait_timeout_s=0.005)(
+        SeparationReplica._separate_batch
     )
     deployment = serve.deployment(
         cls,
@@ -131,14 +203,18 @@ def deploy(
         max_ongoing_requests=max_ongoing_requests,
         max_queued_requests=max_queued_requests,
     )
-    return serve.run(deployment.bind(spec), name=name, route_prefix=None)
+    stats_actor(name)
+    return serve.run(deployment.bind(spec, name), name=name, route_prefix=None)
 
 
 class RayWorker:
     """A `WindowWorker` that runs windows on the deployment: one request per window, results in order."""
 
-    def __init__(self, handle: Any, *, retries: int = RETRIES, retry_pause: float = RETRY_PAUSE_SECONDS):
+    def __init__(
+        self, handle: Any, *, app: str = APP_NAME, retries: int = RETRIES, retry_pause: float = RETRY_PAUSE_SECONDS
+    ):
         self._handle = handle
+        self._stats = stats_actor(app)
         self._retries = retries
         self._retry_pause = retry_pause
         self._closed = False
@@ -146,11 +222,19 @@ class RayWorker:
         self.windows_by_replica: dict[str, int] = {}  # for logs, tests and the bench
         self.resubmitted = 0  # windows sent again after their replica died
         self._waiters = concurrent.futures.ThreadPoolExecutor(max_workers=64, thread_name_prefix="samaudio-ray")
-        self.info: ReplicaInfo = handle.describe.remote().result()
+        self.model = ModelView(handle.describe.remote().result(), handle)
 
-    def encode_text(self, descriptions: Sequence[str]) -> Any:
-        (description,) = descriptions
-        return self._handle.encode_text.remote(description).result()
+    def replica_stats(self) -> dict[str, dict[str, int]]:
+        """{replica id: {"run": windows, "stopped": windows}} as the replicas reported them so far."""
+        import ray
+
+        return ray.get(self._stats.snapshot.remote())
+
+    def processor(self) -> Any:
+        """The processor the front door's streams use (the replicas build their own from the same sizes)."""
+        from samaudio.processor import SAMAudioProcessor
+
+        return SAMAudioProcessor(self.model.hop_length, self.model.sample_rate)
 
     def submit(self, jobs: Sequence[Any]) -> concurrent.futures.Future:
         if self._closed:
@@ -159,6 +243,11 @@ class RayWorker:
         if not jobs:
             future.set_result([])
             return future
+        # A stream's text is encoded once (by a replica) and travels in every window's job, so no replica encodes
+        # it again; `should_stop` is the front door's: a cancelled stream cancels its requests instead.
+        jobs = [dataclasses.replace(job, should_stop=None) for job in jobs]
+        for job in jobs:
+            job.text.features(self.model)
         responses = [self._send(job) for job in jobs]
 
         def cancel_responses(f: concurrent.futures.Future) -> None:
@@ -219,3 +308,33 @@ class RayWorker:
                 self.windows_by_replica[replica] = self.windows_by_replica.get(replica, 0) + 1
             return stems
         raise AssertionError("unreachable")
+
+
+def connect(
+    spec: ReplicaSpec, *, address: str = "auto", replicas: int | str = "auto", gpus_per_replica: float = 1.0
+) -> RayWorker:
+    """Join the Ray cluster at `address` as a driver, deploy `replicas` replicas of `spec` (auto: one per GPU
+    of the cluster) and return the worker the front door uses."""
+    try:
+        import ray
+    except ImportError as e:
+        raise ClusterUnavailableError(
+            'the ray backend needs Ray Serve on the front door and every GPU box: pip install "samaudio[cluster]"'
+        ) from e
+    if not ray.is_initialized():
+        try:
+            ray.init(address=address, logging_level="WARNING")
+        except ConnectionError as e:
+            raise ClusterUnavailableError(
+                f"no Ray cluster at {address!r} ({e}): start one with `ray start --head` on this box and "
+                "`ray start --address HEAD:6379` on each GPU box"
+            ) from e
+    if replicas == "auto":
+        gpus = ray.cluster_resources().get("GPU", 0)
+        if gpus < gpus_per_replica:
+            raise ClusterUnavailableError(
+                f"the Ray cluster has {gpus:g} GPUs, so 'auto' makes no replica: give a number of replicas"
+            )
+        replicas = int(gpus // gpus_per_replica)
+    logger.info("deploying %d replica(s) of %s", replicas, spec.model)
+    return RayWorker(deploy(spec, replicas=int(replicas), gpus_per_replica=gpus_per_replica))

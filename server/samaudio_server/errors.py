@@ -56,6 +56,10 @@ class ClusterBusyError(ServerError):
     """Every replica of the cluster backend is busy and their queues are full (Serve's backpressure)."""
 
 
+class ClusterUnavailableError(ServerError):
+    """The cluster backend cannot start: Ray is not installed, or no cluster answers at the address."""
+
+
 class VisionUnavailableError(ServerError):
     """A masked video was sent but the served model was loaded without its vision encoder (no `--vision`)."""
 
@@ -76,6 +80,7 @@ STATUS_CODES: dict[type[BaseException], grpc.StatusCode] = {
     TooManyStreamsError: grpc.StatusCode.RESOURCE_EXHAUSTED,
     StreamTooLongError: grpc.StatusCode.RESOURCE_EXHAUSTED,
     ClusterBusyError: grpc.StatusCode.RESOURCE_EXHAUSTED,  # retry later: the replicas' queues are full
+    ClusterUnavailableError: grpc.StatusCode.UNAVAILABLE,
     DrainingError: grpc.StatusCode.UNAVAILABLE,
     WorkerClosedError: grpc.StatusCode.UNAVAILABLE,
     UnauthenticatedError: grpc.StatusCode.UNAUTHENTICATED,

@@ -46,6 +46,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="model dtype (default: float32)"
     )
     p.add_argument(
+        "--backend",
+        choices=["local", "ray"],
+        default="local",
+        help="where windows run: local = this process's device; ray = replicas of a Ray Serve deployment on the "
+        "Ray cluster this box belongs to, one per GPU (needs the [cluster] extra) (default: %(default)s)",
+    )
+    p.add_argument(
+        "--ray-address", default="auto", help="the Ray cluster to join with --backend ray (default: %(default)s)"
+    )
+    p.add_argument(
+        "--replicas",
+        type=_replicas,
+        default="auto",
+        help="replicas with --backend ray, each loads the model once on one GPU; auto: one per GPU of the cluster "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
         "--vision",
         action="store_true",
         help="load the vision encoder too, so streams may send a masked video (visual prompting; more memory)",
@@ -113,6 +130,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _replicas(value: str) -> int | str:
+    """--replicas: 'auto' or a whole number >= 1."""
+    if value == "auto":
+        return value
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is neither 'auto' nor a whole number of replicas >= 1")
+    return int(value)
+
+
 def _model_name(model: str) -> str:
     """The name clients see: a hub id as is, a folder by its last part (server paths stay private)."""
     path = Path(model).expanduser()
@@ -130,8 +156,18 @@ def main(argv: list[str] | None = None) -> None:
     from samaudio.model import catalog
     from samaudio_server.server import create_server
 
+    worker = None
     try:
-        model, processor = catalog.load(args.model, device=args.device, dtype=args.dtype, vision=args.vision)
+        if args.backend == "ray":
+            from samaudio_server.cluster import ReplicaSpec, connect
+
+            spec = ReplicaSpec(
+                model=args.model, dtype=args.dtype, vision=args.vision, windows_per_batch=args.device_batch
+            )
+            worker = connect(spec, address=args.ray_address, replicas=args.replicas)
+            model, processor = worker.model, worker.processor()
+        else:
+            model, processor = catalog.load(args.model, device=args.device, dtype=args.dtype, vision=args.vision)
     except SAMAudioError as e:
         sys.exit(
             f"samaudio-server: {e}\n--model takes a name from `samaudio models` (e.g. demo-tiny: untrained, no "
@@ -156,6 +192,7 @@ def main(argv: list[str] | None = None) -> None:
         token=args.token or None,  # an empty SAMAUDIO_TOKEN means no token
         tls_cert=tls[0],
         tls_key=tls[1],
+        worker=worker,
     )
     stop = threading.Event()
     signals_seen: list[int] = []
