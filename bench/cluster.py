@@ -21,7 +21,7 @@ import tempfile
 import time
 from typing import Any
 
-from bench.common import DEMO_SEED, bench_signal, build_demo_model
+from bench.common import DEMO_SEED, bench_signal, build_demo_model, torch_threads
 
 
 def _stream(model: Any, processor: Any, worker: Any, audio: Any, chunk: float, overlap: float, steps: int) -> int:
@@ -61,15 +61,16 @@ def measure_cluster(
             one = RayWorker(deploy(spec, replicas=1, name="bench-1", gpus_per_replica=gpus_per_replica), app="bench-1")
             two = RayWorker(deploy(spec, replicas=2, name="bench-2", gpus_per_replica=gpus_per_replica), app="bench-2")
             workers = {"local": LocalWorker(model, processor), "ray_1": one, "ray_2": two}
-            for w in workers.values():  # warm-up: first calls load kernels and fill caches
-                _stream(model, processor, w, audio[: 48000 * 3], chunk_seconds, overlap_seconds, steps)
             times: dict[str, list[float]] = {name: [] for name in workers}
             windows = 0
-            for _ in range(repeats):
-                for name, w in workers.items():
-                    start = time.perf_counter()
-                    windows = _stream(model, processor, w, audio, chunk_seconds, overlap_seconds, steps)
-                    times[name].append(time.perf_counter() - start)
+            with torch_threads(threads):  # the in-process worker computes with as many threads as a replica
+                for w in workers.values():  # warm-up: first calls load kernels and fill caches
+                    _stream(model, processor, w, audio[: 48000 * 3], chunk_seconds, overlap_seconds, steps)
+                for _ in range(repeats):
+                    for name, w in workers.items():
+                        start = time.perf_counter()
+                        windows = _stream(model, processor, w, audio, chunk_seconds, overlap_seconds, steps)
+                        times[name].append(time.perf_counter() - start)
             replicas_used = len(two.windows_by_replica)
             one.close()
             two.close()
