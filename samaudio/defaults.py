@@ -31,3 +31,6 @@ class StreamDefaults:
 
 
 STREAM_DEFAULTS = StreamDefaults()
+
+# The port `samaudio-server` listens on and clients dial when a target names only a host.
+DEFAULT_PORT = 50051

@@ -274,6 +274,15 @@ def test_a_stream_that_fails_midway_leaves_the_bar_where_it_stopped(thin_python,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["take.wav"]
 
 
+def test_an_unknown_model_points_at_samaudio_info(thin_python, server, tmp_path):
+    write(tmp_path / "take.wav", 0.3, 48000, 1)
+
+    result = run(thin_python, "separate", str(tmp_path / "take.wav"), "--text", "x", "--server", server, "--model", "nope")
+
+    assert result.returncode == 3 and "INVALID_ARGUMENT" in result.stderr
+    assert f"(samaudio info --server {server} lists the models it serves)" in result.stderr
+
+
 def test_a_server_that_is_down_exits_3_saying_so(thin_python, closed_port, tmp_path):
     write(tmp_path / "take.wav", 0.5, 48000, 1)
 
@@ -497,6 +506,7 @@ def test_tls_ca_trusts_a_server_with_a_self_signed_certificate(
     assert trusted.returncode == 0, trusted.stderr
     assert sf.info(tmp_path / "take.target.wav").frames == len(audio)
     assert untrusted.returncode == 3 and "UNAVAILABLE" in untrusted.stderr
+    assert "--tls-ca CERT.pem trusts a self-signed certificate" in untrusted.stderr
 
 
 def test_stems_keep_the_inputs_subtype_and_subtype_chooses_another(thin_python, server, tmp_path):
@@ -535,3 +545,42 @@ def test_the_osc_bridge_and_the_demo_do_not_import_the_command_line():
                      for a in node.names}
         imported |= {a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}
         assert not {"samaudio_client.cli", "samaudio_client.osc"} & imported, name
+
+
+@pytest.fixture(scope="module")
+def localhost_only_certificate(tmp_path_factory) -> tuple[Path, Path]:
+    """A self-signed certificate whose subjectAltName names localhost only (not 127.0.0.1)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    folder = tmp_path_factory.mktemp("tls-localhost")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    ec_key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    names = ["-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"]
+    command = ["openssl", "req", "-x509", *ec_key, *names, "-days", "1", "-keyout", str(key), "-out", str(cert)]
+    subprocess.run(command, check=True, capture_output=True)
+    return cert, key
+
+
+def test_a_tls_mismatch_says_which_tls_option_to_change_without_retrying_or_grpc_log_lines(
+    thin_python, server, golden_model, golden_processor, localhost_only_certificate, tmp_path
+):
+    cert, key = localhost_only_certificate
+    write(tmp_path / "take.wav", 0.3, 48000, 1)
+    args = ["separate", str(tmp_path / "take.wav"), "--text", "x", *FAST]
+    srv, port = start_server(golden_model, golden_processor, tls_cert=cert.read_bytes(), tls_key=key.read_bytes())
+    try:
+        plaintext_to_tls = run(thin_python, *args, "--server", f"localhost:{port}")
+        wrong_name = run(thin_python, *args, "--server", f"127.0.0.1:{port}", "--tls-ca", str(cert))
+    finally:
+        srv.stop(0)
+    tls_to_plaintext = run(thin_python, *args, "--server", server, "--tls-ca", str(cert))
+
+    for result in (plaintext_to_tls, wrong_name, tls_to_plaintext):
+        assert result.returncode == 3 and "UNAVAILABLE" in result.stderr
+        assert "tries" not in result.stderr and "is the server running" not in result.stderr  # no retries
+        lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
+        assert all(line.startswith(("samaudio ", "take.wav")) for line in lines), result.stderr  # no gRPC core lines
+    assert "it may serve TLS only" in plaintext_to_tls.stderr and "add --tls-ca CERT.pem" in plaintext_to_tls.stderr
+    assert "certificate does not name the host 127.0.0.1" in wrong_name.stderr
+    assert "give --server a name the certificate lists" in wrong_name.stderr
+    assert "does not seem to serve TLS" in tls_to_plaintext.stderr and "leave out --tls" in tls_to_plaintext.stderr

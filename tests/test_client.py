@@ -178,6 +178,38 @@ def test_an_unreachable_server_is_retried_then_raises_unavailable(closed_port):
     assert "after 3 tries" in err.value.message
 
 
+def test_a_draining_server_is_not_retried_and_not_called_unreachable(golden_model, golden_processor, caplog):
+    server, port = start_server(golden_model, golden_processor)
+    server.servicer.gate.close()  # what drain() does first: new streams get UNAVAILABLE with the server's message
+    try:
+        with caplog.at_level(logging.INFO, logger="samaudio_client"):
+            with Client(f"127.0.0.1:{port}", retries=3, backoff_seconds=0.01) as c, pytest.raises(ServerError) as err:
+                c.separate(np.zeros((4800, 1), np.float32), 48000, "x", **OPTIONS)
+    finally:
+        server.stop(0)
+
+    assert err.value.code == grpc.StatusCode.UNAVAILABLE and "shutting down" in err.value.message
+    assert "tries" not in err.value.message and "is the server running" not in err.value.message
+    assert "retrying" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ("gpu-box", "gpu-box:50051"),
+        ("10.0.0.7", "10.0.0.7:50051"),
+        ("gpu-box:7000", "gpu-box:7000"),
+        ("::1", "[::1]:50051"),
+        ("[::1]", "[::1]:50051"),
+        ("[::1]:7000", "[::1]:7000"),
+        ("unix:/tmp/samaudio.sock", "unix:/tmp/samaudio.sock"),
+    ],
+)
+def test_a_target_without_a_port_dials_50051_not_443(target, expected):
+    with Client(target) as c:
+        assert c.target == expected
+
+
 class _StartOnRetry(logging.Handler):
     """Starts a built server the moment the client logs its first retry: a server that comes up late."""
 

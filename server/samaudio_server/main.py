@@ -14,7 +14,7 @@ import sys
 import threading
 from pathlib import Path
 
-from samaudio.defaults import STREAM_DEFAULTS, StreamDefaults
+from samaudio.defaults import DEFAULT_PORT, STREAM_DEFAULTS, StreamDefaults
 from samaudio_server.servicer import Limits
 
 logger = logging.getLogger("samaudio_server")
@@ -40,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
         "local folder or a Hugging Face hub id (default: %(default)s, gated)",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s; 0.0.0.0 for all)")
-    p.add_argument("--port", type=int, default=50051, help="port to bind, 0 for any free one (default: %(default)s)")
+    p.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help="port to bind, 0 for any free one (default: %(default)s)"
+    )
     p.add_argument("--device", default=None, help="torch device, e.g. cuda, cuda:1, cpu (default: cuda if available)")
     p.add_argument(
         "--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="model dtype (default: float32)"

@@ -8,22 +8,34 @@
 The `samaudio` command line (`samaudio_client.cli`) is built on the same client.
 """
 
-from samaudio_client.client import (
-    AsyncClient,
-    Client,
-    ModelInfo,
-    SeparationOptions,
-    ServerInfo,
-    Settings,
-    StemBlock,
-    Stems,
-    Summary,
-    Video,
-    VideoError,
-)
-from samaudio_client.errors import SamaudioError, ServerError
-from samaudio_client.files import AudioFileError
-from samaudio_client.spans import Span, SpanError, parse_span
+from importlib import import_module
+
+# Names are imported on first use, so that importing the command line (`samaudio_client.cli`) does not import
+# grpc before it has set grpc's log verbosity.
+_LAZY = {
+    **dict.fromkeys(
+        [
+            "AsyncClient",
+            "Client",
+            "ModelInfo",
+            "SeparationOptions",
+            "ServerInfo",
+            "Settings",
+            "StemBlock",
+            "Stems",
+            "Summary",
+            "Video",
+            "VideoError",
+        ],
+        "samaudio_client.client",
+    ),
+    "SamaudioError": "samaudio_client.errors",
+    "ServerError": "samaudio_client.errors",
+    "AudioFileError": "samaudio_client.files",
+    "Span": "samaudio_client.spans",
+    "SpanError": "samaudio_client.spans",
+    "parse_span": "samaudio_client.spans",
+}
 
 __all__ = [
     "AsyncClient",
@@ -44,3 +56,9 @@ __all__ = [
     "VideoError",
     "parse_span",
 ]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'samaudio_client' has no attribute {name!r}")

@@ -32,7 +32,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from samaudio import __version__
+# gRPC core logs a failed connection (a TLS handshake, say) on stderr in its own format, repeating what this
+# command's error message says in a form users cannot act on. Its verbosity is read when grpc is imported, so
+# this comes before the imports below; GRPC_VERBOSITY=INFO in the environment brings the lines back.
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+
+from samaudio import __version__  # noqa: E402 - after the verbosity
 from samaudio.errors import SAMAudioError  # torch-free: the library's errors import nothing
 from samaudio_client.errors import SamaudioError
 from samaudio_client.files import FORMATS, AudioFileError, Region, StemWriter, output_subtype, read_blocks, stem_paths
@@ -535,9 +540,18 @@ def _hint(err: BaseException) -> str:
     """This client's way to act on a server's status (the server's message names no client's flags)."""
     from samaudio_client.errors import ServerError
 
-    if isinstance(err, ServerError) and err.code.name == "UNAUTHENTICATED":
+    if not isinstance(err, ServerError):
+        return ""
+    if err.code.name == "UNAUTHENTICATED":
         return " (pass it with --token or the SAMAUDIO_TOKEN environment variable)"
-    return ""
+    if err.code.name == "INVALID_ARGUMENT" and "serves the model" in err.message:
+        return f" (samaudio info --server {err.target} lists the models it serves)"
+    return {
+        "tls_required": " (add --tls-ca CERT.pem for a self-signed certificate, or --tls for one a public CA signed)",
+        "not_tls": " (leave out --tls and --tls-ca)",
+        "hostname": " (give --server a name the certificate lists; the README's TLS section makes such a certificate)",
+        "untrusted": " (--tls-ca CERT.pem trusts a self-signed certificate)",
+    }.get(err.cause, "")
 
 
 if __name__ == "__main__":

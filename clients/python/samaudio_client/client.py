@@ -28,9 +28,10 @@ from typing import Any, Self, TypedDict, Unpack, overload
 import grpc
 import numpy as np
 
+from samaudio.defaults import DEFAULT_PORT
 from samaudio.v1 import separation_pb2 as pb
 from samaudio.v1 import separation_pb2_grpc as pb_grpc
-from samaudio_client.errors import SamaudioError, ServerError
+from samaudio_client.errors import SamaudioError, ServerError, connection_failure
 from samaudio_client.files import Region, read_blocks
 from samaudio_client.spans import Span, as_span, to_region
 
@@ -466,8 +467,23 @@ def _health(raw: bytes) -> str:
     return _HEALTH_STATUS.get(status, f"STATUS_{status}")
 
 
+def with_default_port(target: str) -> str:
+    """`host` -> `host:50051` (IPv6 `::1` or `[::1]` -> `[::1]:50051`); a target with a port or a gRPC scheme
+    (`unix:`, `dns:///`, ...) stays as it is. Without this gRPC dials `host:443`, the HTTPS port."""
+    if target.startswith("["):
+        return target if "]:" in target else f"{target}:{DEFAULT_PORT}"
+    if target.count(":") > 1 and "/" not in target and not target.startswith(("unix", "ipv4:", "ipv6:")):
+        return f"[{target}]:{DEFAULT_PORT}"  # a bare IPv6 address
+    if ":" in target:
+        return target  # host:port, or a scheme
+    return f"{target}:{DEFAULT_PORT}"
+
+
 def _retryable(err: grpc.RpcError, started: bool) -> bool:
-    return not started and err.code() == grpc.StatusCode.UNAVAILABLE
+    """Retry only what a retry can fix: a connection refused before the stream started (a server starting or
+    restarting). A draining server (UNAVAILABLE with its own message), a TLS mismatch or an unknown host would
+    answer the same again."""
+    return not started and connection_failure(err.code(), err.details() or "") == "refused"
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -492,6 +508,7 @@ class _Base:
         backoff_seconds: float = 0.25,
         block_seconds: float = 0.25,
     ) -> None:
+        target = with_default_port(target)
         self.target = target
         self.retries = retries
         self.backoff_seconds = backoff_seconds

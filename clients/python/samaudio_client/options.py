@@ -14,9 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from samaudio.defaults import STREAM_DEFAULTS
+from samaudio.defaults import DEFAULT_PORT, STREAM_DEFAULTS
 
-DEFAULT_SERVER = "127.0.0.1:50051"
+DEFAULT_SERVER = f"127.0.0.1:{DEFAULT_PORT}"
 
 
 def positive(kind: type) -> Callable[[str], Any]:
@@ -51,7 +51,7 @@ def add_connection(p: argparse.ArgumentParser, server: Any = None) -> None:
         "--server",
         default=os.environ.get("SAMAUDIO_SERVER", DEFAULT_SERVER),
         metavar="HOST:PORT",
-        help="the samaudio server (default: $SAMAUDIO_SERVER or %(default)s)",
+        help=f"the samaudio server; a HOST alone means port {DEFAULT_PORT} (default: $SAMAUDIO_SERVER or %(default)s)",
     )
     p.add_argument(
         "--token", default=os.environ.get("SAMAUDIO_TOKEN"), help="the server's token (default: $SAMAUDIO_TOKEN)"
