@@ -173,6 +173,27 @@ def audio_request(cfg, audio):
     return pb.SeparateRequest(audio_content=to_bytes(audio, cfg.sample_format))
 
 
+def test_a_saturated_cluster_refuses_windows_as_busy(cluster, golden_dir, golden_model, golden_processor):
+    """One replica taking one window with a queue of one: a stream handing it eight windows at once is refused."""
+    from ray import serve
+
+    from samaudio_server.cluster import RayWorker, ReplicaSpec, deploy
+    from samaudio_server.errors import ClusterBusyError, status_code
+
+    handle = deploy(
+        ReplicaSpec(model=str(golden_dir), threads=1), replicas=1, gpus_per_replica=0.25, max_ongoing_requests=1,
+        max_queued_requests=1, name="tight",
+    )
+    worker = RayWorker(handle, app="tight")
+    try:
+        with pytest.raises(ClusterBusyError, match="busy") as info:
+            _stream(golden_model, golden_processor, worker, make_audio(5.0, 48000, 1, seed=11), 48000, push=48000 * 5)
+        assert status_code(info.value).name == "RESOURCE_EXHAUSTED"
+    finally:
+        worker.close()
+        serve.delete("tight")
+
+
 def test_the_cluster_bench_reports_rates_speedup_and_overhead(cluster):
     import sys
 

@@ -48,6 +48,9 @@ RETRIES = 4  # resubmissions of one window after its replica died, before the st
 RETRY_PAUSE_SECONDS = 0.5  # first pause before a resubmission (doubles): the controller needs a moment to notice
 
 
+BUSY = "every replica of the cluster is busy and its queue is full: retry later (the operator can add replicas)"
+
+
 @dataclass(frozen=True)
 class ReplicaSpec:
     """What every replica loads: the same model, on its own device."""
@@ -269,9 +272,7 @@ class RayWorker:
         try:
             return self._handle.separate.remote(job)
         except BackPressureError as e:
-            raise ClusterBusyError(
-                "every replica is busy and their queues are full: retry later, or add replicas"
-            ) from e
+            raise ClusterBusyError(BUSY) from e
 
     def _gather(self, jobs: list[Any], responses: list[Any], future: concurrent.futures.Future) -> None:
         try:
@@ -285,7 +286,7 @@ class RayWorker:
 
     def _result(self, job: Any, response: Any, future: concurrent.futures.Future) -> Any:
         from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
-        from ray.serve.exceptions import ReplicaUnavailableError, RequestCancelledError
+        from ray.serve.exceptions import BackPressureError, ReplicaUnavailableError, RequestCancelledError
 
         pause = self._retry_pause
         for attempt in range(self._retries + 1):
@@ -293,6 +294,8 @@ class RayWorker:
                 replica, stems = response.result()
             except RequestCancelledError:
                 raise concurrent.futures.CancelledError("the stream was cancelled") from None
+            except BackPressureError as e:  # Serve may refuse when the request is assigned, not when sent
+                raise ClusterBusyError(BUSY) from e
             except (ActorDiedError, ActorUnavailableError, RayActorError, ReplicaUnavailableError) as e:
                 if attempt == self._retries or future.done():
                     raise
