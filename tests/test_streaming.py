@@ -16,13 +16,11 @@ import torch
 import torchaudio
 
 from samaudio.streaming import (
-    LocalWorker,
     StemBlock,
     StreamingSeparator,
     WindowJob,
     WindowPlan,
     WindowStems,
-    WindowWorker,
     frame_noise,
     separate_windows,
     watermark_bits,
@@ -312,11 +310,6 @@ def test_windows_are_batched_up_to_max_batch_with_channels_as_items(golden_model
     assert bool(batch.audio_pad_mask.all())
 
 
-def test_local_worker_is_a_window_worker(golden_model, golden_processor):
-    assert isinstance(LocalWorker(golden_model, golden_processor), WindowWorker)
-    assert isinstance(EchoWorker(), WindowWorker)
-
-
 # ----------------------------------------------------------------------------------------------------------
 # anchors
 
@@ -349,6 +342,29 @@ def test_each_window_gets_its_part_of_the_anchors(golden_model, golden_processor
         if not job.anchors:
             assert batch.anchor_ids.tolist() == [[0, 3], [0, 3]]  # <null> and <pad> only
     assert "" in seen_signs and "+-" in seen_signs  # windows without anchors, and one with two, in order
+
+
+def test_anchor_edges_anywhere_in_long_awkward_windows_fall_on_the_processors_frames(golden_model, golden_processor):
+    """Windows of 37 frames every 26: anchor edges land at every frame offset of a window, not only the first few,
+    exactly on frame times (k * 40 ms, where ceil decides) and between them."""
+    rng = np.random.default_rng(15)
+    seconds = 4.1
+    edges = np.concatenate([np.arange(1, 100) * 0.04, rng.uniform(0, seconds, 60)])  # on and between frame times
+    edges = rng.permutation(edges)
+    anchors = [("+" if i % 3 else "-", float(min(a, b)), float(max(a, b)))
+               for i, (a, b) in enumerate(zip(edges[::2], edges[1::2])) if a != b]
+    echo = EchoWorker()
+    sep = StreamingSeparator(golden_model, golden_processor, "a dog barking", anchors, sample_rate=48000, channels=1,
+                             chunk_seconds=37 * 0.04, overlap_seconds=11 * 0.04, worker=echo)
+    run(sep, music(round(seconds * 48000), 1, 48000))
+    jobs, frames = echo.jobs, echo.jobs[-1].first_frame + 37
+    assert len(jobs) >= 4
+
+    whole = golden_processor(["a dog barking"], [torch.zeros(1, frames * 1920)], anchors=[anchors])
+    expected = frame_tokens(whole)[0]  # (frames,) the token at each frame, by the processor's rule
+    for job in jobs:
+        tokens = frame_tokens(window_batch(golden_processor, [job]))[0]  # (37,)
+        assert torch.equal(tokens, expected[job.first_frame : job.first_frame + 37]), job.index
 
 
 # ----------------------------------------------------------------------------------------------------------
