@@ -8,6 +8,7 @@ the session makes one (`pip install <repo>`, no extras). Commands that need the 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -218,13 +219,14 @@ def test_a_wrong_token_exits_3_with_the_servers_message(thin_python, golden_mode
     assert from_env.returncode == 0, from_env.stderr
 
 
-def test_a_file_over_the_servers_limit_exits_3_and_leaves_no_partial_files(
-    thin_python, golden_model, golden_processor, tmp_path
+def test_a_file_over_the_servers_limit_exits_3_before_sending_any_audio_and_leaves_no_partial_files(
+    thin_python, golden_model, golden_processor, tmp_path, caplog
 ):
     from samaudio_server.servicer import Limits
 
     write(tmp_path / "take.wav", 2.0, 48000, 1)
     srv, port = start_server(golden_model, golden_processor, limits=Limits(max_stream_seconds=1.0))
+    caplog.set_level(logging.INFO, logger="samaudio_server")
     try:
         args = ["separate", str(tmp_path / "take.wav"), "--text", "x", "--server", f"127.0.0.1:{port}", *FAST]
         result = run(thin_python, *args)
@@ -232,8 +234,22 @@ def test_a_file_over_the_servers_limit_exits_3_and_leaves_no_partial_files(
         srv.stop(0)
 
     assert result.returncode == 3
-    assert "RESOURCE_EXHAUSTED" in result.stderr
+    assert "RESOURCE_EXHAUSTED" in result.stderr and "more than this server's limit of 1 s" in result.stderr
+    assert "stream from" not in caplog.text  # refused from GetInfo's limits: no stream was opened
     assert sorted(p.name for p in tmp_path.iterdir()) == ["take.wav"]
+
+
+def test_an_overlap_not_shorter_than_the_servers_default_window_exits_2_before_any_upload(
+    thin_python, server, tmp_path
+):
+    write(tmp_path / "take.wav", 0.3, 48000, 1)
+
+    args = ["separate", str(tmp_path / "take.wav"), "--text", "x", "--server", server, "--overlap-seconds", "1"]
+    result = run(thin_python, *args)
+
+    assert result.returncode == 2
+    assert f"the overlap 1 s must be less than the window {CHUNK_SECONDS:g} s" in result.stderr
+    assert not (tmp_path / "take.target.wav").exists()
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -46,7 +47,7 @@ from samaudio_client.server_stack import SERVER_EXTRA, missing_server_modules
 from samaudio_client.spans import Span, SpanError, parse_span, to_region
 
 if TYPE_CHECKING:
-    from samaudio_client.client import Video
+    from samaudio_client.client import ServerInfo, Video
 
 log = logging.getLogger("samaudio")
 
@@ -328,6 +329,7 @@ def separate_remote(args: argparse.Namespace, jobs: list[Job]) -> None:
     if args.model:
         options["model"] = args.model
     with Client(args.server, token=args.token, tls=args.tls, ca_file=args.tls_ca) as client:
+        check_before_upload(client.info(), jobs, args)
 
         def separate(job: Job, writer: StemWriter, progress: Progress) -> str:
             summary = client.separate_file(
@@ -350,6 +352,42 @@ def separate_remote(args: argparse.Namespace, jobs: list[Job]) -> None:
 
         for job in jobs:
             _run_job(job, separate, args)
+
+
+def check_before_upload(info: ServerInfo, jobs: list[Job], args: argparse.Namespace) -> None:
+    """Refuse, from the server's GetInfo, what it would refuse only once the upload is under way: an unknown
+    model, an overlap not shorter than the window it would use, a file longer than its stream limit. These
+    raise the status the server would answer, so the exit code and message read the same."""
+    import grpc
+
+    from samaudio_client.errors import ServerError
+
+    served = [m.name for m in info.models]
+    if args.model and args.model not in served:
+        raise ServerError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"this server serves the model {' and '.join(map(repr, served))}, not {args.model!r}",
+            info.target,
+        )
+    model = next((m for m in info.models if m.name == args.model or (not args.model and m.default)), None)
+    if model is not None:
+        chunk = args.chunk_seconds if args.chunk_seconds is not None else model.chunk_seconds
+        overlap = args.overlap_seconds if args.overlap_seconds is not None else model.overlap_seconds
+        if overlap >= chunk:
+            raise UsageError(
+                f"the overlap {overlap:g} s must be less than the window {chunk:g} s (this server's default for what "
+                f"--chunk-seconds / --overlap-seconds leave unset): e.g. --overlap-seconds {chunk / 5:g}"
+            )
+    limit = info.limits.get("max_stream_seconds", 0)
+    for job in jobs:
+        r = job.region
+        if limit and r.frames > math.floor(limit * r.sample_rate):  # the server's own rule
+            raise ServerError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{r.path} is {r.seconds:.2f} s long (the separated region), more than this server's limit of "
+                f"{limit:g} s per stream: separate it in parts with --start and --duration (nothing was sent)",
+                info.target,
+            )
 
 
 def _count(n: int, noun: str) -> str:
