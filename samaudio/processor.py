@@ -125,8 +125,11 @@ def _check_audio(wav: torch.Tensor, where: str, hop_length: int, sample_rate: in
     if not bool(torch.isfinite(wav).all()):
         bad = int((~torch.isfinite(wav)).sum())
         raise InvalidAudioError(
-            f"{where} has {bad} non-finite sample(s) (NaN or inf): clean the audio, e.g. torch.nan_to_num(wav)"
+            f"{where} has {bad} non-finite sample(s) (NaN or inf): replace them (e.g. with 0) and try again"
         )
+
+
+MAX_ANCHOR_SECONDS = 1e7  # ~116 days, far past any audio; keeps frame numbers exact in float64 (issue 19)
 
 
 def _check_anchor(anchor: Any, where: str) -> tuple[str, float, float]:
@@ -143,6 +146,10 @@ def _check_anchor(anchor: Any, where: str) -> tuple[str, float, float]:
         raise InvalidAnchorError(f"{where} has non-numeric times {anchor[1]!r}, {anchor[2]!r}: give seconds") from e
     if not (math.isfinite(start) and math.isfinite(end)):
         raise InvalidAnchorError(f"{where} has non-finite times {start}, {end}: give seconds")
+    if max(start, end) > MAX_ANCHOR_SECONDS:  # before any arithmetic: 1e308 s overflows when turned into frames
+        raise InvalidAnchorError(
+            f"{where} ends at {max(start, end):g} s, past {MAX_ANCHOR_SECONDS:g} s: give times within the audio"
+        )
     if start < 0 or end < 0:
         raise InvalidAnchorError(f"{where} has a negative time ({start} s to {end} s): times count from 0 s")
     if start >= end:

@@ -137,6 +137,10 @@ RESAMPLE_ROLLOFF = 0.99
 # multiples of 25 Hz, e.g. 44100 -> 160 x 161) but huge when the rates share few factors (44101 Hz: 16000 x 14714,
 # about 1 GB and slow). Such rates are refused rather than allowed to take a server's memory.
 MAX_RESAMPLE_TAPS = 2**24
+# Largest accepted |sample|: 60 dB above full scale. Beyond it float32 arithmetic in resampling, the codec and the
+# overlap-add can overflow to inf/NaN (3.4e38 samples did, at some rates and not others), so such input is refused
+# at every rate alike (issue 19).
+MAX_SAMPLE = 1000.0
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -822,9 +826,15 @@ class StreamingSeparator:
             )
         hop, rate = model.hop_length, model.sample_rate
         fps = rate / hop  # latent frames per second (25)
+        limit = model.config.transformer.max_positions
         for name, value in (("chunk_seconds", chunk_seconds), ("overlap_seconds", overlap_seconds)):
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
                 raise InvalidRequestError(f"{name} is {value!r}: give a finite number of seconds")
+            if value > limit / fps:  # checked before any arithmetic: 1e308 seconds would overflow into frames
+                raise InvalidRequestError(
+                    f"the DiT's position table holds {limit} frames ({limit / fps:g} s) and {name} is {value:g} s: "
+                    f"give {name} <= {limit / fps:g}"
+                )
         W = round(chunk_seconds * fps)
         V = round(overlap_seconds * fps)
         if V < 0:
@@ -834,7 +844,6 @@ class StreamingSeparator:
                 f"chunk_seconds {chunk_seconds} ({W} frames of {1000 / fps:g} ms) must be longer than overlap_seconds "
                 f"{overlap_seconds} ({V} frames): windows must advance; e.g. chunk 10 s with overlap 2 s"
             )
-        limit = model.config.transformer.max_positions
         if W > limit:
             raise InvalidRequestError(
                 f"chunk_seconds {chunk_seconds} is {W} latent frames but the DiT's position table holds {limit} "
@@ -865,14 +874,15 @@ class StreamingSeparator:
                 "x.astype(np.float32) / 32768 for int16"
             )
         arr = arr.astype(np.float32, copy=False)
-        with np.errstate(over="ignore"):
-            total = np.add.reduce(arr, axis=None)  # finite only if every sample is; inf may be an overflow
-        if not np.isfinite(total) and not (finite := np.isfinite(arr)).all():
-            bad = int(arr.size - finite.sum())
-            first = int(np.argwhere(~finite)[0, 0])
+        # NaN compares false, so one min and one max (no temporaries) find NaN, inf and huge finite samples alike
+        if arr.size and not (-MAX_SAMPLE <= arr.min() and arr.max() <= MAX_SAMPLE):
+            bad_mask = ~(np.abs(arr) <= MAX_SAMPLE)
+            bad = int(bad_mask.sum())
+            first = int(np.argwhere(bad_mask)[0, 0])
             raise InvalidAudioError(
-                f"a block of {arr.shape[0]} frames has {bad} non-finite sample(s) (NaN or inf), the first at frame "
-                f"{self.frames_in + first} of the stream: clean it, e.g. np.nan_to_num(x), and push it again"
+                f"a block of {arr.shape[0]} frames has {bad} sample(s) that are NaN, infinite or beyond "
+                f"+-{MAX_SAMPLE:g}, the first at frame {self.frames_in + first} of the stream: samples are nominally "
+                "in [-1, 1]; replace the NaN and infinite ones (e.g. with 0), scale the audio down, and send it again"
             )
         return arr
 

@@ -175,7 +175,7 @@ class ModelInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., selected_by_default: _Optional[bool] = ..., sample_rate_hertz: _Optional[int] = ..., default_chunk_seconds: _Optional[float] = ..., default_overlap_seconds: _Optional[float] = ..., default_solver_steps: _Optional[int] = ..., masked_video_supported: _Optional[bool] = ...) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_streams", "max_stream_seconds", "min_sample_rate_hertz", "max_sample_rate_hertz", "max_channel_count", "max_request_bytes", "max_response_bytes", "max_solver_steps", "max_video_bytes")
+    __slots__ = ("max_streams", "max_stream_seconds", "min_sample_rate_hertz", "max_sample_rate_hertz", "max_channel_count", "max_request_bytes", "max_response_bytes", "max_solver_steps", "max_video_bytes", "max_chunk_seconds", "min_stride_seconds", "max_frame_work", "max_description_bytes", "audio_timeout_seconds", "sample_rate_divisor_hertz")
     MAX_STREAMS_FIELD_NUMBER: _ClassVar[int]
     MAX_STREAM_SECONDS_FIELD_NUMBER: _ClassVar[int]
     MIN_SAMPLE_RATE_HERTZ_FIELD_NUMBER: _ClassVar[int]
@@ -185,6 +185,12 @@ class Limits(_message.Message):
     MAX_RESPONSE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_SOLVER_STEPS_FIELD_NUMBER: _ClassVar[int]
     MAX_VIDEO_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_CHUNK_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MIN_STRIDE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MAX_FRAME_WORK_FIELD_NUMBER: _ClassVar[int]
+    MAX_DESCRIPTION_BYTES_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_RATE_DIVISOR_HERTZ_FIELD_NUMBER: _ClassVar[int]
     max_streams: int
     max_stream_seconds: float
     min_sample_rate_hertz: int
@@ -194,7 +200,13 @@ class Limits(_message.Message):
     max_response_bytes: int
     max_solver_steps: int
     max_video_bytes: int
-    def __init__(self, max_streams: _Optional[int] = ..., max_stream_seconds: _Optional[float] = ..., min_sample_rate_hertz: _Optional[int] = ..., max_sample_rate_hertz: _Optional[int] = ..., max_channel_count: _Optional[int] = ..., max_request_bytes: _Optional[int] = ..., max_response_bytes: _Optional[int] = ..., max_solver_steps: _Optional[int] = ..., max_video_bytes: _Optional[int] = ...) -> None: ...
+    max_chunk_seconds: float
+    min_stride_seconds: float
+    max_frame_work: float
+    max_description_bytes: int
+    audio_timeout_seconds: float
+    sample_rate_divisor_hertz: int
+    def __init__(self, max_streams: _Optional[int] = ..., max_stream_seconds: _Optional[float] = ..., min_sample_rate_hertz: _Optional[int] = ..., max_sample_rate_hertz: _Optional[int] = ..., max_channel_count: _Optional[int] = ..., max_request_bytes: _Optional[int] = ..., max_response_bytes: _Optional[int] = ..., max_solver_steps: _Optional[int] = ..., max_video_bytes: _Optional[int] = ..., max_chunk_seconds: _Optional[float] = ..., min_stride_seconds: _Optional[float] = ..., max_frame_work: _Optional[float] = ..., max_description_bytes: _Optional[int] = ..., audio_timeout_seconds: _Optional[float] = ..., sample_rate_divisor_hertz: _Optional[int] = ...) -> None: ...
 
 class GetInfoResponse(_message.Message):
     __slots__ = ("models", "sample_formats", "limits", "server_version", "authentication_required")

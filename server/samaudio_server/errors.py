@@ -44,6 +44,14 @@ class StreamTooLongError(ServerError):
     """A stream sent more than `--max-seconds` of audio."""
 
 
+class UnparseableRequestError(ProtocolError):
+    """A request message that does not parse as its protobuf type (random bytes, invalid UTF-8 in a string)."""
+
+
+class AudioTimeoutError(ServerError):
+    """A stream waited for the client's audio longer than the audio it sent plus `audio_timeout_seconds`."""
+
+
 class DrainingError(ServerError):
     """The server is shutting down: it finishes the streams it has and takes no new ones."""
 
@@ -81,6 +89,7 @@ STATUS_CODES: dict[type[BaseException], grpc.StatusCode] = {
     StreamTooLongError: grpc.StatusCode.RESOURCE_EXHAUSTED,
     ClusterBusyError: grpc.StatusCode.RESOURCE_EXHAUSTED,  # retry later: the replicas' queues are full
     ClusterUnavailableError: grpc.StatusCode.UNAVAILABLE,
+    AudioTimeoutError: grpc.StatusCode.OUT_OF_RANGE,  # as Google Speech: "Long duration elapsed without audio"
     DrainingError: grpc.StatusCode.UNAVAILABLE,
     WorkerClosedError: grpc.StatusCode.UNAVAILABLE,
     UnauthenticatedError: grpc.StatusCode.UNAUTHENTICATED,
@@ -99,3 +108,14 @@ def status_code(error: BaseException) -> grpc.StatusCode:
         if cls in STATUS_CODES:
             return STATUS_CODES[cls]
     return grpc.StatusCode.INTERNAL
+
+
+QUOTE_CHARS = 64  # untrusted text quoted in a status or a log line keeps this many characters
+
+
+def quoted(text: str | bytes, limit: int = QUOTE_CHARS) -> str:
+    """`repr` of client-sent text, cut to `limit` characters with the full length said: a status or log line never
+    carries a client's megabytes (issue 19)."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text)} characters)"

@@ -113,10 +113,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--token",
         default=os.environ.get("SAMAUDIO_TOKEN"),
-        help="require 'authorization: Bearer TOKEN' (default: $SAMAUDIO_TOKEN)",
+        help="require 'authorization: Bearer TOKEN' (default: $SAMAUDIO_TOKEN; prefer it: the command line shows in the "
+        "process list)",
     )
     p.add_argument("--tls-cert", type=Path, help="PEM certificate chain; with --tls-key serves TLS")
     p.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
+    p.add_argument(
+        "--audio-timeout",
+        type=float,
+        default=Limits.audio_timeout_seconds,
+        help="end a stream (OUT_OF_RANGE) whose waits for audio exceed the audio it sent by this many seconds, "
+        "0 for no limit (default: %(default)s)",
+    )
     p.add_argument(
         "--grace",
         type=float,
@@ -147,12 +155,28 @@ def _model_name(model: str) -> str:
     return path.resolve().name if path.is_dir() else model
 
 
+def read_tls(cert: Path, key: Path) -> tuple[bytes, bytes]:
+    """The PEM bytes of --tls-cert and --tls-key, checked to be a certificate chain and its key before the model
+    loads (issue 19: bad files gave a traceback, or "Failed to bind" after the load); exits with a message."""
+    import ssl
+
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key, password=lambda: b"")
+    except OSError as e:  # ssl.SSLError is one too
+        why = e.strerror or getattr(e, "reason", None) or str(e)
+        sys.exit(
+            f"samaudio-server: --tls-cert {cert} and --tls-key {key} are not a readable PEM certificate chain and "
+            f"its unencrypted private key ({why}): give the files your certificate authority issued"
+        )
+    return cert.read_bytes(), key.read_bytes()
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if (args.tls_cert is None) != (args.tls_key is None):
         sys.exit("samaudio-server: --tls-cert and --tls-key go together: give both for TLS, or neither")
-    tls = [p.read_bytes() for p in (args.tls_cert, args.tls_key)] if args.tls_cert else [None, None]
+    tls = read_tls(args.tls_cert, args.tls_key) if args.tls_cert else (None, None)
 
     from samaudio.errors import SAMAudioError
     from samaudio.model import catalog
@@ -176,26 +200,33 @@ def main(argv: list[str] | None = None) -> None:
             "download), a local folder (config.json + weights) or a hub id you can download."
         )
 
-    server, port = create_server(
-        f"{args.host}:{args.port}",
-        model=model,
-        processor=processor,
-        model_name=_model_name(args.model),
-        limits=Limits(
-            max_streams=args.max_streams, max_stream_seconds=args.max_seconds, max_video_bytes=args.max_video_bytes
-        ),
-        defaults=StreamDefaults(
-            chunk_seconds=args.chunk_seconds,
-            overlap_seconds=args.overlap_seconds,
-            solver_steps=args.steps,
-            windows_per_stream_call=args.stream_batch,
-            windows_per_device_batch=args.device_batch,
-        ),
-        token=args.token or None,  # an empty SAMAUDIO_TOKEN means no token
-        tls_cert=tls[0],
-        tls_key=tls[1],
-        worker=worker,
+    limits = Limits(
+        max_streams=args.max_streams,
+        max_stream_seconds=args.max_seconds,
+        max_video_bytes=args.max_video_bytes,
+        audio_timeout_seconds=args.audio_timeout,
     )
+    try:
+        server, port = create_server(
+            f"{args.host}:{args.port}",
+            model=model,
+            processor=processor,
+            model_name=_model_name(args.model),
+            limits=limits,
+            defaults=StreamDefaults(
+                chunk_seconds=args.chunk_seconds,
+                overlap_seconds=args.overlap_seconds,
+                solver_steps=args.steps,
+                windows_per_stream_call=args.stream_batch,
+                windows_per_device_batch=args.device_batch,
+            ),
+            token=args.token or None,  # an empty SAMAUDIO_TOKEN means no token
+            tls_cert=tls[0],
+            tls_key=tls[1],
+            worker=worker,
+        )
+    except (ValueError, OSError) as e:
+        sys.exit(f"samaudio-server: {e}")
     stop = threading.Event()
     signals_seen: list[int] = []
 
@@ -217,7 +248,10 @@ def main(argv: list[str] | None = None) -> None:
     logger.info("signal %s: draining", signal.Signals(signals_seen[0]).name)
     clean = server.drain(args.grace)
     logger.info("stopped%s", "" if clean else " (streams cut off after the grace period)")
-    sys.exit(0 if clean else 1)
+    # os._exit, not sys.exit: a gRPC thread stuck on a half-ended stream would hold the interpreter's exit (it
+    # joins the pool's threads) past the grace period (issue 19)
+    logging.shutdown()
+    os._exit(0 if clean else 1)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import math
+import queue
 import threading
 import time
 from dataclasses import dataclass
@@ -36,7 +37,10 @@ from samaudio_server.errors import (
     ProtocolError,
     StreamTooLongError,
     TooManyStreamsError,
+    AudioTimeoutError,
+    UnparseableRequestError,
     VisionUnavailableError,
+    quoted,
     status_code,
 )
 from samaudio_server.worker import StreamWorker
@@ -73,6 +77,29 @@ class Limits:
     # A masked video, as sent and as decoded frames (N x H x W x 3), held for the whole stream: 256 MiB is about
     # 10 s of 25 fps video at 640 x 540. What is sent must also fit max_request_bytes. 0: no limit.
     max_video_bytes: int = 256 * 1024 * 1024
+    # Per-request cost caps, checked on the config before any work (issue 19: a 0.1 s request with a 100 s window
+    # held the device for a minute at 3 GiB). A window's memory grows with its length, attention time with its
+    # square: 30 s is three default windows.
+    max_chunk_seconds: float = 30.0
+    # chunk - overlap: every stride starts a window, so a tiny stride multiplies the model calls per second.
+    min_stride_seconds: float = 0.1
+    # channels x solver steps x windows covering each frame (chunk / stride): the model work per frame of input.
+    # The defaults use 2 x 16 x 1.25 = 40 for stereo; 16 channels x 16 steps or 2 channels x 128 steps still fit.
+    max_frame_work: float = 512.0
+    # The description is encoded once per stream and echoed in `accepted`: 4 KiB is far past T5's 512 tokens.
+    max_description_bytes: int = 4096
+    # Waiting for the client's next message may exceed the seconds of audio received by this much; then the
+    # stream ends OUT_OF_RANGE, so an idle or trickling client cannot hold a slot (0: wait forever).
+    audio_timeout_seconds: float = 30.0
+    # Rates in range are accepted when gcd(rate, model rate) >= this: for rates up to 192 kHz, a divisor of at
+    # least 25 Hz keeps torchaudio's resampling kernel under the library's MAX_RESAMPLE_TAPS (published in GetInfo).
+    sample_rate_divisor_hertz: int = 25
+    # Transport: the server pings a connection quiet for keepalive_seconds and drops it when no answer comes in
+    # keepalive_timeout_seconds (a vanished client frees its stream); a connection with no call for
+    # max_connection_idle_seconds is closed.
+    keepalive_seconds: float = 60.0
+    keepalive_timeout_seconds: float = 20.0
+    max_connection_idle_seconds: float = 300.0
 
 
 class StreamGate:
@@ -183,6 +210,66 @@ def encode_audio(frames: np.ndarray, fmt: int) -> bytes:
     return np.ascontiguousarray(frames, dtype="<f4").tobytes()
 
 
+class Unparseable:
+    """What a request deserializer returns for bytes that do not parse (see `server.ParseGuard`)."""
+
+    def __init__(self, type_name: str, size: int, error: Exception):
+        self.error = UnparseableRequestError(
+            f"a request of {size} bytes does not parse as {type_name} ({quoted(str(error))}): send messages "
+            "serialized from the samaudio.v1 proto, strings in valid UTF-8"
+        )
+
+
+class _TimedRequests:
+    """A stream's requests with an audio timeout: waiting for the client may exceed the seconds of audio it sent
+    by at most `timeout` seconds (0: no limit). A reader thread takes messages off gRPC's iterator into a
+    two-message queue, so a slow client costs one idle thread, never the stream's deadline."""
+
+    _END = object()
+
+    def __init__(self, requests: Iterator[Any], timeout: float):
+        self.timeout = timeout
+        self.audio_seconds = 0.0  # the caller adds the seconds of each audio message
+        self.waited = 0.0
+        self._requests = requests
+        if timeout:
+            self._queue: queue.Queue = queue.Queue(maxsize=2)
+            threading.Thread(target=self._read, name="samaudio-reader", daemon=True).start()
+
+    def _read(self) -> None:
+        try:
+            for request in self._requests:
+                self._queue.put(request)
+        except BaseException as e:  # noqa: BLE001 - the RPC ended (cancelled): hand it to the stream
+            self._queue.put(e)
+        self._queue.put(self._END)
+
+    def next(self) -> Any:
+        """The next request, or None once the client half-closed."""
+        if not self.timeout:
+            item = next(self._requests, None)
+        else:
+            budget = self.timeout + self.audio_seconds - self.waited
+            t0 = time.monotonic()
+            try:
+                item = self._queue.get(timeout=max(budget, 0.0))
+            except queue.Empty:
+                raise AudioTimeoutError(
+                    f"the stream waited {self.waited + budget:.1f} s for audio and got {self.audio_seconds:.1f} s of "
+                    f"it: send audio at least as fast as real time (this server allows {self.timeout:g} s of slack, "
+                    "Limits.audio_timeout_seconds), and half-close the stream when the audio ends"
+                ) from None
+            self.waited += time.monotonic() - t0
+            if item is self._END:
+                self._queue.put(item)  # later calls see the end again
+                item = None
+            elif isinstance(item, BaseException):
+                raise item
+        if isinstance(item, Unparseable):
+            raise item.error
+        return item
+
+
 class SeparationServicer(pb_grpc.SeparationServiceServicer):
     def __init__(
         self,
@@ -205,6 +292,10 @@ class SeparationServicer(pb_grpc.SeparationServiceServicer):
         self.version = version
         self.authentication_required = authentication_required
         self.gate = StreamGate(limits.max_streams)
+        try:
+            self.check_cost(defaults.chunk_seconds, defaults.overlap_seconds, 1, defaults.solver_steps)
+        except InvalidRequestError as e:
+            raise ValueError(f"the server's default window does not fit its own limits: {e}") from e
 
     @property
     def video_supported(self) -> bool:
@@ -238,6 +329,12 @@ class SeparationServicer(pb_grpc.SeparationServiceServicer):
                 max_response_bytes=lim.max_response_bytes,
                 max_solver_steps=lim.max_solver_steps,
                 max_video_bytes=lim.max_video_bytes,
+                max_chunk_seconds=lim.max_chunk_seconds,
+                min_stride_seconds=lim.min_stride_seconds,
+                max_frame_work=lim.max_frame_work,
+                max_description_bytes=lim.max_description_bytes,
+                audio_timeout_seconds=lim.audio_timeout_seconds,
+                sample_rate_divisor_hertz=lim.sample_rate_divisor_hertz,
             ),
             server_version=self.version,
             authentication_required=self.authentication_required,
@@ -295,7 +392,8 @@ class SeparationServicer(pb_grpc.SeparationServiceServicer):
         from samaudio.streaming import StreamingSeparator
 
         started = time.monotonic()
-        first = next(requests, None)
+        requests = _TimedRequests(requests, self.limits.audio_timeout_seconds)
+        first = requests.next()
         if first is None or first.WhichOneof("streaming_request") != "config":
             got = "no request" if first is None else first.WhichOneof("streaming_request") or "an empty request"
             raise ProtocolError(f"the first request must carry the config, got {got}: send SeparationConfig first")
@@ -339,16 +437,23 @@ class SeparationServicer(pb_grpc.SeparationServiceServicer):
 
         want_target = pb.STEM_TARGET in config.stems
         want_residual = pb.STEM_RESIDUAL in config.stems
-        for request in requests:
+        while (request := requests.next()) is not None:
             kind = request.WhichOneof("streaming_request")
             if kind != "audio_content":
                 raise ProtocolError(f"a stream takes one config, first; got {kind or 'an empty request'} later")
             frames = decode_audio(request.audio_content, fmt, channels)  # (n, channels) float32
+            requests.audio_seconds += len(frames) / rate
             sent = separator.frames_in + len(frames)
             if max_frames is not None and sent > max_frames:
+                # The frames up to the limit are separated and sent, so what the client got is exactly the stems
+                # of its first max_frames frames; then the status says so (issue 19).
+                blocks = separator.push(frames[: max_frames - separator.frames_in]) + separator.finish()
+                finished.set()
+                yield from self._pack(blocks, fmt, want_target, want_residual)
                 raise StreamTooLongError(
-                    f"the stream sent {sent / rate:.2f} s, more than this server's limit of "
-                    f"{self.limits.max_stream_seconds:g} s: split the audio into shorter streams"
+                    f"the stream sent {sent} frames ({sent / rate:.6g} s at {rate} Hz), more than this server's limit "
+                    f"of {max_frames} frames ({self.limits.max_stream_seconds:g} s): the stems of the first "
+                    f"{max_frames} frames were sent; split longer audio into several streams"
                 )
             record.frames = sent
             blocks = separator.push(frames)
@@ -377,8 +482,14 @@ class SeparationServicer(pb_grpc.SeparationServiceServicer):
         lim = self.limits
         if config.model not in ("", self.model_name):
             raise InvalidRequestError(
-                f"this server serves the model {self.model_name!r}, not {config.model!r}: leave model empty or "
-                f"ask GetInfo for the models served"
+                f"this server serves the model {self.model_name!r}, not {quoted(config.model)}: leave model empty "
+                f"or ask GetInfo for the models served"
+            )
+        size = len(config.description.encode())
+        if size > lim.max_description_bytes:
+            raise InvalidRequestError(
+                f"the description is {size} bytes, more than this server's limit of {lim.max_description_bytes} "
+                f"(Limits.max_description_bytes): name the sound in a few words"
             )
         if config.sample_format not in SAMPLE_DTYPES:
             raise InvalidAudioError(
@@ -389,6 +500,14 @@ class SeparationServicer(pb_grpc.SeparationServiceServicer):
             raise InvalidAudioError(
                 f"sample_rate_hertz={config.sample_rate_hertz} is outside {lim.min_sample_rate_hertz}.."
                 f"{lim.max_sample_rate_hertz} Hz: send audio at a rate in that range (48000 needs no resampling)"
+            )
+        model_rate = int(self.model.sample_rate)
+        if math.gcd(config.sample_rate_hertz, model_rate) < lim.sample_rate_divisor_hertz:
+            raise InvalidAudioError(
+                f"sample_rate_hertz={config.sample_rate_hertz} shares only {math.gcd(config.sample_rate_hertz, model_rate)}"
+                f" Hz with the model's {model_rate} Hz; this server takes rates whose gcd with it is at least "
+                f"{lim.sample_rate_divisor_hertz} Hz (Limits.sample_rate_divisor_hertz; every multiple of 25 Hz): "
+                "resample the audio to a common rate such as 44100 or 48000 Hz first"
             )
         if not 1 <= config.channel_count <= lim.max_channel_count:
             raise InvalidAudioError(
@@ -432,10 +551,40 @@ class SeparationServicer(pb_grpc.SeparationServiceServicer):
         effective.solver_steps = config.solver_steps if config.HasField("solver_steps") else d.solver_steps
         if not stems:
             effective.stems[:] = [pb.STEM_TARGET, pb.STEM_RESIDUAL]
+        self.check_cost(effective.chunk_seconds, effective.overlap_seconds, config.channel_count, effective.solver_steps)
         if has_video:  # the bytes stay with the request: the effective config reports the video's shape
             effective.masked_video.ClearField("source")
             effective.masked_video.ClearField("masks")
         return effective
+
+    def check_cost(self, chunk: float, overlap: float, channels: int, steps: int) -> None:
+        """The per-request cost caps of `Limits`, on numbers not yet used in any arithmetic (issue 19)."""
+        lim = self.limits
+        if not (math.isfinite(chunk) and 0 < chunk <= lim.max_chunk_seconds):
+            raise InvalidRequestError(
+                f"chunk_seconds={chunk:g} is outside (0, {lim.max_chunk_seconds:g}]: this server's longest window "
+                f"(Limits.max_chunk_seconds) is {lim.max_chunk_seconds:g} s; leave it unset for the default "
+                f"{self.defaults.chunk_seconds:g}"
+            )
+        if not (math.isfinite(overlap) and 0 <= overlap):
+            raise InvalidRequestError(f"overlap_seconds={overlap:g} is not a finite number of seconds >= 0")
+        stride = chunk - overlap
+        if stride <= 0:
+            return  # the library says chunk <= overlap, in its words
+        if stride < lim.min_stride_seconds:
+            raise InvalidRequestError(
+                f"chunk_seconds {chunk:g} - overlap_seconds {overlap:g} = a stride of {stride:.4g} s, below this "
+                f"server's smallest stride of {lim.min_stride_seconds:g} s (Limits.min_stride_seconds): use a "
+                "shorter overlap"
+            )
+        work = channels * steps * chunk / stride
+        if work > lim.max_frame_work:
+            raise InvalidRequestError(
+                f"{channels} channel(s) x {steps} solver steps x {chunk / stride:.3g} windows per frame (chunk "
+                f"{chunk:g} s / stride {stride:.4g} s) is {work:.4g} units of model work per frame, more than this "
+                f"server's {lim.max_frame_work:g} (Limits.max_frame_work): use fewer solver steps, a shorter "
+                "overlap or fewer channels per stream"
+            )
 
     def _masked_video(self, sent: pb.SeparationConfig, effective: pb.SeparationConfig) -> Any:
         """The config's masked video as the library's `VideoPrompt`; its shape is reported in `effective`."""
