@@ -27,6 +27,7 @@ TARGETS: dict[str, tuple[str, float]] = {
     "grpc_overhead_ratio": ("<=", 1.05),
     "transport_realtime_factor": (">=", 300.0),
     "first_audio_latency_ratio": ("<=", 1.1),
+    "reliability_internal_or_unknown": ("<=", 0),
 }
 
 
@@ -62,6 +63,8 @@ class Settings:
     rerank_memory_rankers: list[str] = field(default_factory=lambda: ["clap"])
     cluster_seconds: float = 20.0  # one stream through the Ray backend, 1 vs 2 replicas
     cluster_repeats: int = 3
+    reliability_requests: int = 1100  # hostile and valid requests against a server process (issue 19)
+    reliability_sigterm_trials: int = 3
 
     @classmethod
     def for_run(cls, quick: bool, device: str, threads: int | None) -> "Settings":
@@ -175,6 +178,12 @@ def run_cluster(s: Settings) -> dict[str, Any]:
     return measure_cluster(seconds=s.cluster_seconds, repeats=s.cluster_repeats, threads=s.threads or 1)
 
 
+def run_reliability(s: Settings) -> dict[str, Any]:
+    from bench.reliability import measure_reliability
+
+    return measure_reliability(requests=s.reliability_requests, sigterm_trials=s.reliability_sigterm_trials)
+
+
 MEASUREMENTS: dict[str, Callable[[Settings], dict[str, Any]]] = {
     "dit": run_dit,
     "memory": run_memory,
@@ -183,6 +192,7 @@ MEASUREMENTS: dict[str, Callable[[Settings], dict[str, Any]]] = {
     "rtf": run_rtf,
     "rerank": run_rerank,  # K candidates vs one, peak memory with a ranker loaded vs without
     "cluster": run_cluster,  # the Ray Serve backend ([cluster] extra): replicas, front-door overhead
+    "reliability": run_reliability,  # hostile clients against a server process
 }
 
 

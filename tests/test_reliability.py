@@ -128,7 +128,10 @@ def test_work_stops_at_the_next_solver_step_once_the_clients_deadline_passes(gol
 INVALID_UTF8_DESCRIPTION = b"\x0a\x04\x12\x02\xff\xfe"  # config { description: <bytes ff fe> }
 
 
-@pytest.mark.parametrize("payload", [np.random.default_rng(0).bytes(4096), INVALID_UTF8_DESCRIPTION], ids=["random", "utf8"])
+UNPARSEABLE = [np.random.default_rng(0).bytes(4096), INVALID_UTF8_DESCRIPTION]
+
+
+@pytest.mark.parametrize("payload", UNPARSEABLE, ids=["random", "utf8"])
 def test_an_unparseable_stream_request_is_invalid_argument_and_frees_its_slot(golden_server, channel, payload):
     server, _ = golden_server
     call = channel.stream_stream("/samaudio.v1.SeparationService/Separate", **IDENTITY)
@@ -311,7 +314,8 @@ def test_a_stream_batched_with_others_matches_its_lone_run_within_the_tolerance_
     results: dict[int, np.ndarray] = {}
 
     def run(i: int) -> None:
-        results[i] = collect(stub.Separate(requests(cfg, [audio if i == 0 else make_audio(1.6, 48000, 1, i)])), cfg).target
+        sends = [audio if i == 0 else make_audio(1.6, 48000, 1, seed=i)]
+        results[i] = collect(stub.Separate(requests(cfg, sends), timeout=120), cfg).target
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
     for t in threads:
@@ -334,7 +338,8 @@ def test_a_lowercase_bearer_scheme_is_accepted_and_failures_are_logged_without_t
     got = collect(stub.Separate(requests(config(), [audio]), metadata=[("authorization", f"bearer {TOKEN}")]), config())
     assert got.target.shape == audio.shape
     with caplog.at_level(logging.WARNING, logger="samaudio_server"):
-        code, _ = status_of(lambda: list(stub.Separate(requests(config(), [audio]), metadata=[("authorization", "Bearer guess-123")])))
+        wrong = [("authorization", "Bearer guess-123")]
+        code, _ = status_of(lambda: list(stub.Separate(requests(config(), [audio]), metadata=wrong)))
     assert code == grpc.StatusCode.UNAUTHENTICATED
     lines = [r.getMessage() for r in caplog.records]
     assert any("refused" in line and "wrong token" in line for line in lines), lines

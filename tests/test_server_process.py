@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
+import time
 
 import grpc
 import pytest
@@ -92,3 +94,42 @@ def test_version_and_help_show_every_default_and_the_exit_codes():
     for default in ("(default: 10.0)", "(default: 2.0)", "(default: 30.0)", "(default: float32)", "(default: INFO)"):
         assert default in flat, default
     assert "Exit status: 0 stopped cleanly" in flat
+
+
+def test_sigterm_exits_within_the_grace_period_after_garbage_and_idle_streams(golden_dir):
+    # issue 19: after unparseable streams the drain waited without bound for gRPC's stop; streams that never end
+    # (a config, then nothing) must not hold the process past the grace period either
+    grace = 2.0
+    args = ["--model", str(golden_dir), "--device", "cpu", "--grace", str(grace), "--audio-timeout", "0"]
+    hold = threading.Event()
+    with serve(*args) as (proc, port, log), grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        try:
+            raw = ch.stream_stream(
+                "/samaudio.v1.SeparationService/Separate",
+                request_serializer=lambda b: b,
+                response_deserializer=lambda b: b,
+            )
+
+            def garbage():
+                yield os.urandom(4096)
+                hold.wait(60)
+
+            def idle():
+                yield pb.SeparateRequest(config=config()).SerializeToString()
+                hold.wait(60)
+
+            calls = [raw(garbage()) for _ in range(4)] + [raw(idle()) for _ in range(4)]
+            pb_grpc.SeparationServiceStub(ch).GetInfo(pb.GetInfoRequest(), timeout=30)  # the streams are out
+            t0 = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=grace + 30)
+            except subprocess.TimeoutExpired:
+                pytest.fail("samaudio-server still runs 30 s after its grace period:\n" + "".join(log[-20:]))
+            elapsed = time.monotonic() - t0
+        finally:
+            hold.set()
+            for call in calls:
+                call.cancel()
+    assert elapsed < grace + 5, f"exit took {elapsed:.1f} s with a grace of {grace} s"
+    assert not any("Traceback" in line for line in log), "".join(log)

@@ -166,7 +166,7 @@ def test_a_block_with_non_finite_samples_is_rejected_whole(golden_model, golden_
     bad = x[10000:].copy()
     bad[123, 1] = np.nan
     bad[4000, 0] = np.inf
-    with pytest.raises(InvalidAudioError, match=r"2 sample\(s\) that are NaN, infinite or beyond.*at frame 10123 of the stream"):
+    with pytest.raises(InvalidAudioError, match=r"2 sample\(s\) that are NaN, infinite or beyond.*at frame 10123 "):
         sep.push(bad)
     assert sep.frames_in == 10000
     blocks += sep.push(x[10000:]) + sep.finish()

@@ -113,8 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--token",
         default=os.environ.get("SAMAUDIO_TOKEN"),
-        help="require 'authorization: Bearer TOKEN' (default: $SAMAUDIO_TOKEN; prefer it: the command line shows in the "
-        "process list)",
+        help="require 'authorization: Bearer TOKEN' (default: $SAMAUDIO_TOKEN; prefer it: the command line shows "
+        "in the process list)",
     )
     p.add_argument("--tls-cert", type=Path, help="PEM certificate chain; with --tls-key serves TLS")
     p.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")

@@ -502,10 +502,11 @@ class SeparationServicer(pb_grpc.SeparationServiceServicer):
                 f"{lim.max_sample_rate_hertz} Hz: send audio at a rate in that range (48000 needs no resampling)"
             )
         model_rate = int(self.model.sample_rate)
-        if math.gcd(config.sample_rate_hertz, model_rate) < lim.sample_rate_divisor_hertz:
+        shared = math.gcd(config.sample_rate_hertz, model_rate)
+        if shared < lim.sample_rate_divisor_hertz:
             raise InvalidAudioError(
-                f"sample_rate_hertz={config.sample_rate_hertz} shares only {math.gcd(config.sample_rate_hertz, model_rate)}"
-                f" Hz with the model's {model_rate} Hz; this server takes rates whose gcd with it is at least "
+                f"sample_rate_hertz={config.sample_rate_hertz} shares only {shared} Hz with the model's {model_rate} "
+                "Hz; this server takes rates whose gcd with it is at least "
                 f"{lim.sample_rate_divisor_hertz} Hz (Limits.sample_rate_divisor_hertz; every multiple of 25 Hz): "
                 "resample the audio to a common rate such as 44100 or 48000 Hz first"
             )
@@ -551,7 +552,9 @@ class SeparationServicer(pb_grpc.SeparationServiceServicer):
         effective.solver_steps = config.solver_steps if config.HasField("solver_steps") else d.solver_steps
         if not stems:
             effective.stems[:] = [pb.STEM_TARGET, pb.STEM_RESIDUAL]
-        self.check_cost(effective.chunk_seconds, effective.overlap_seconds, config.channel_count, effective.solver_steps)
+        self.check_cost(
+            effective.chunk_seconds, effective.overlap_seconds, config.channel_count, effective.solver_steps
+        )
         if has_video:  # the bytes stay with the request: the effective config reports the video's shape
             effective.masked_video.ClearField("source")
             effective.masked_video.ClearField("masks")
