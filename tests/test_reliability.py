@@ -28,6 +28,7 @@ from server_fixtures import (  # noqa: F401 - session fixtures
     requests,
     start_server,
     status_of,
+    stream_defaults,
     stub,
 )
 
@@ -305,8 +306,8 @@ def test_huge_finite_samples_are_refused_alike_at_every_rate(stub, rate):
 
 def test_a_stream_batched_with_others_matches_its_lone_run_within_the_tolerance_the_proto_states(server_with):
     text = (ROOT / "proto" / "samaudio" / "v1" / "separation.proto").read_text()
-    assert "within 1e-6 of the same stream run alone" in text
-    server, ch = server_with(max_batch=4)
+    assert "within 1e-6 of the same stream run alone" in " ".join(text.replace("//", " ").split())
+    server, ch = server_with(defaults=stream_defaults(windows_per_device_batch=4))
     stub = pb_grpc.SeparationServiceStub(ch)
     cfg = config(seed=5)
     audio = make_audio(1.6, 48000, 1, seed=5)

@@ -19,6 +19,8 @@ from samaudio_server.servicer import Limits
 
 logger = logging.getLogger("samaudio_server")
 
+SIGNAL_POLL_SECONDS = 0.2  # how often the main thread looks for a signal (see main)
+
 DEFAULT_MODEL = "facebook/sam-audio-small"
 
 
@@ -243,7 +245,10 @@ def main(argv: list[str] | None = None) -> None:
     scheme = "TLS" if args.tls_cert else "plaintext"
     # tests and scripts read the port from this line
     logger.info("samaudio-server listening on %s:%d (%s, model %s)", args.host, port, scheme, _model_name(args.model))
-    while not stop.wait(3600):  # wait() in a loop keeps the main thread responsive to signals
+    # Python runs signal handlers only when the main thread runs bytecode, and the kernel may deliver SIGTERM to any
+    # of gRPC's threads, which does not wake a main thread asleep in a long wait: SIGTERM then went unnoticed for
+    # up to the whole wait (issue 19). Short waits bound how late the drain starts.
+    while not stop.wait(SIGNAL_POLL_SECONDS):
         pass
     logger.info("signal %s: draining", signal.Signals(signals_seen[0]).name)
     clean = server.drain(args.grace)
