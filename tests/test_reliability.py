@@ -144,6 +144,16 @@ def test_an_unparseable_stream_request_is_invalid_argument_and_frees_its_slot(go
     assert server.servicer.gate.active == 0
 
 
+def test_a_stream_that_fails_early_leaves_no_reader_thread_behind(stub):
+    sends = [pb.SeparateRequest(config=config())] + [pb.SeparateRequest(audio_content=b"\0" * 6)] * 20  # 1.5 frames
+    code, _ = status_of(lambda: list(stub.Separate(iter(sends), timeout=30)))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    deadline = time.monotonic() + 10
+    while any(t.name == "samaudio-reader" for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [t for t in threading.enumerate() if t.name == "samaudio-reader"]
+
+
 def test_unparseable_unary_requests_are_invalid_argument(channel):
     for method in ("/samaudio.v1.SeparationService/GetInfo", "/grpc.health.v1.Health/Check"):
         call = channel.unary_unary(method, **IDENTITY)

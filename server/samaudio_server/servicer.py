@@ -232,6 +232,7 @@ class _TimedRequests:
         self.audio_seconds = 0.0  # the caller adds the seconds of each audio message
         self.waited = 0.0
         self._requests = requests
+        self._closed = False
         if timeout:
             self._queue: queue.Queue = queue.Queue(maxsize=2)
             threading.Thread(target=self._read, name="samaudio-reader", daemon=True).start()
@@ -239,10 +240,25 @@ class _TimedRequests:
     def _read(self) -> None:
         try:
             for request in self._requests:
-                self._queue.put(request)
+                if not self._put(request):
+                    return
         except BaseException as e:  # noqa: BLE001 - the RPC ended (cancelled): hand it to the stream
-            self._queue.put(e)
-        self._queue.put(self._END)
+            self._put(e)
+        self._put(self._END)
+
+    def _put(self, item: Any) -> bool:
+        """Queue `item` unless the stream has ended (then nobody reads the queue: the thread must not block)."""
+        while not self._closed:
+            try:
+                self._queue.put(item, timeout=0.5)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def close(self) -> None:
+        """The stream ended: the reader thread stops at its next message (or when gRPC ends the call)."""
+        self._closed = True
 
     def next(self) -> Any:
         """The next request, or None once the client half-closed."""
@@ -393,6 +409,7 @@ class SeparationServicer(pb_grpc.SeparationServiceServicer):
 
         started = time.monotonic()
         requests = _TimedRequests(requests, self.limits.audio_timeout_seconds)
+        context.add_callback(requests.close)
         first = requests.next()
         if first is None or first.WhichOneof("streaming_request") != "config":
             got = "no request" if first is None else first.WhichOneof("streaming_request") or "an empty request"
