@@ -54,8 +54,8 @@ def known_models() -> list[KnownModel]:
         models.append(KnownModel(name, True, folder, notes))
     for name in preset_names():
         preset = get_preset(name)
-        where = f"real weights: {preset.hub_id} (gated)" if preset.hub_id else preset.notes
-        models.append(KnownModel(name, False, None, f"UNTRAINED (random weights) at this size; {where}"))
+        where = f"real weights: {preset.hub_id} (gated)" if preset.hub_id else "not an official size: demos, tests"
+        models.append(KnownModel(name, False, None, f"random weights at this size, no download; {where}"))
     return models
 
 
