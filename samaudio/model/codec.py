@@ -49,7 +49,37 @@ def _weight_norm(g: Tensor, v: Tensor) -> Tensor:
     return v * (g / torch.linalg.vector_norm(v, dim=tuple(range(1, v.dim())), keepdim=True))
 
 
-class WNConv1d(nn.Module):
+class _WeightNormed(nn.Module):
+    """The weight of a weight-normed layer, folded once for inference and recomputed only when g or v change.
+
+    Training, and any call with gradients on, computes g * v / ||v|| afresh, so autograd reaches `weight_g` and
+    `weight_v`. Without gradients (eval, inference) the folded weight is kept and reused (#20): refolding 108 M
+    parameters per codec call is a pass over 430 MB each time. The cache is keyed on the parameters' version
+    counters (bumped by load_state_dict, optimizer steps and every in-place write), storage, dtype and device,
+    so it never serves stale weights; it is the same arithmetic, so outputs are bit-identical. It is not a
+    buffer: state_dict keys stay `bias`, `weight_g`, `weight_v`.
+    """
+
+    fold_weight_norm = True  # False recomputes per call, as before #20 (the benchmark's "before" path)
+    weight_g: nn.Parameter
+    weight_v: nn.Parameter
+
+    def __init__(self):
+        super().__init__()
+        self._folded: tuple[tuple, Tensor] | None = None
+
+    def folded_weight(self) -> Tensor:
+        g, v = self.weight_g, self.weight_v
+        if self.training or torch.is_grad_enabled() or not self.fold_weight_norm:
+            self._folded = None  # weights are about to change, or caching is off: hold no stale copy
+            return _weight_norm(g, v)
+        key = (g._version, v._version, g.data_ptr(), v.data_ptr(), g.dtype, v.dtype, g.device)
+        if self._folded is None or self._folded[0] != key:
+            self._folded = (key, _weight_norm(g, v))
+        return self._folded[1]
+
+
+class WNConv1d(_WeightNormed):
     """Weight-normed Conv1d, "none" padding: symmetric zeros, (k - stride) * dilation // 2 each side.
 
     Holds `bias`, `weight_g` (c_out, 1, 1), `weight_v` (c_out, c_in, k) directly, in that order, as the old
@@ -71,11 +101,10 @@ class WNConv1d(nn.Module):
             self.weight_g.copy_(torch.linalg.vector_norm(self.weight_v, dim=(1, 2), keepdim=True))
 
     def forward(self, x: Tensor) -> Tensor:
-        w = _weight_norm(self.weight_g, self.weight_v)
-        return F.conv1d(x, w, self.bias, self.stride, self.padding, self.dilation)
+        return F.conv1d(x, self.folded_weight(), self.bias, self.stride, self.padding, self.dilation)
 
 
-class WNConvTranspose1d(nn.Module):
+class WNConvTranspose1d(_WeightNormed):
     """Weight-normed ConvTranspose1d, "none" padding: output length exactly L * stride.
 
     The weight is (c_in, c_out, k), so weight norm's dim 0 is the *input* channel: `weight_g` (c_in, 1, 1).
@@ -96,8 +125,7 @@ class WNConvTranspose1d(nn.Module):
             self.weight_g.copy_(torch.linalg.vector_norm(self.weight_v, dim=(1, 2), keepdim=True))
 
     def forward(self, x: Tensor) -> Tensor:
-        w = _weight_norm(self.weight_g, self.weight_v)
-        return F.conv_transpose1d(x, w, self.bias, self.stride, self.padding, self.output_padding)
+        return F.conv_transpose1d(x, self.folded_weight(), self.bias, self.stride, self.padding, self.output_padding)
 
 
 class CausalConv1d(nn.Conv1d):
@@ -280,13 +308,26 @@ class DecoderBlock(nn.Module):
 class LSTMBlock(nn.Module):
     """Unidirectional multi-layer LSTM over time with a skip connection, on (B, H, n) tensors."""
 
+    single_thread = True  # False runs on all of torch's threads, as before #20 (the benchmark's "before" path)
+
     def __init__(self, hidden: int, num_layers: int = WM_LSTM_LAYERS):
         super().__init__()
         self.lstm = nn.LSTM(hidden, hidden, num_layers)
 
     def forward(self, x: Tensor) -> Tensor:
         x = x.permute(2, 0, 1)  # (n, B, H)
-        y, _ = self.lstm(x)  # zero initial states
+        if self.single_thread and x.device.type == "cpu" and not torch.is_grad_enabled():
+            # On a CPU each of the n steps is a (B, H) x (H, 4H) product too small to share: every step of a
+            # multi-threaded run waits at a barrier for the slowest thread, which on a busy machine cost 15x
+            # the single-threaded time (#20). Same kernels, bit-identical output.
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                y, _ = self.lstm(x)  # zero initial states
+            finally:
+                torch.set_num_threads(threads)
+        else:
+            y, _ = self.lstm(x)
         return (y + x).permute(1, 2, 0)  # (B, H, n)
 
 
@@ -422,6 +463,15 @@ class DACVAE(nn.Module):
         self.quantizer = VAEBottleneck(config.latent_dim, config.codebook_dim)
         # encoder-only users (the judge) build none: their checkpoints hold no decoder keys
         self.decoder = Decoder(config.latent_dim, config.decoder_dim, config.decoder_rates, NBITS) if decoder else None
+
+    def set_inference_shortcuts(self, *, fold_weight_norm: bool = True, single_thread_lstm: bool = True) -> None:
+        """Switch the output-preserving inference shortcuts of #20 (both on by default): weight norm folded once
+        instead of per call, the watermark LSTM on one thread. Off only to measure what they save."""
+        for m in self.modules():
+            if isinstance(m, _WeightNormed):
+                m.fold_weight_norm, m._folded = fold_weight_norm, None
+            elif isinstance(m, LSTMBlock):
+                m.single_thread = single_thread_lstm
 
     def _check_wav(self, wav: Tensor) -> None:
         if not isinstance(wav, Tensor) or wav.dim() != 3 or wav.shape[1] != 1:
