@@ -9,7 +9,7 @@ One vector-field evaluation (`forward`):
     x = align_masked_video(x, video) ; x = embed_anchors(x, ids, alignment)
     memory = memory_proj(text) + sinusoid(t)          (B, S, D)
     v = transformer(x, t, memory)                     (B, T, 2C): target and residual velocities
-`separate()` integrates v from noise (t=0) to latents (t=1) with torchdiffeq and decodes both halves.
+`separate()` integrates v from noise (t=0) to latents (t=1) with torchdiffeq and decodes the halves asked for.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
 import torch
 import torch.nn as nn
@@ -54,6 +54,10 @@ def midpoint_ode_opt(steps: int) -> dict[str, Any]:
     return {"method": "midpoint", "options": {"step_size": 1.0 / steps}}
 
 
+# The two stems of a separation, in the order of the latent halves and of the decoded rows (2n, 2n+1).
+STEMS = ("target", "residual")
+
+
 # Real checkpoints leave these out: each part loads its own weights (the official load_state_dict skips them).
 OPTIONAL_PREFIXES = ("text_encoder.", "visual_ranker.", "text_ranker.", "span_predictor.")
 RANKER_PREFIXES = ("visual_ranker.", "text_ranker.")
@@ -70,8 +74,8 @@ SPAN_ANCHOR_MODES = ("fixed", "released")
 
 @dataclass
 class SeparationResult:
-    target: list[torch.Tensor]  # B waveforms (sizes_i * hop,) at 48 kHz: the sound described
-    residual: list[torch.Tensor]  # B waveforms (sizes_i * hop,): everything else
+    target: list[torch.Tensor] | None  # B waveforms (sizes_i * hop,) at 48 kHz: the sound described; None: not asked
+    residual: list[torch.Tensor] | None  # B waveforms (sizes_i * hop,): everything else; None: not asked
     noise: torch.Tensor  # (B*K, T, 2C) the ODE's starting point (row b*K + k), to replay a run
     nfe: int = 0  # vector-field evaluations the solver made
     spans: list[list[list[float]]] | None = None  # predict_spans=True: per item [start_s, end_s] of each run
@@ -97,6 +101,16 @@ class SpanPrediction:
     anchor_alignment: torch.Tensor  # (B, T)
     active: torch.Tensor  # (B, T) bool: frame probability > threshold (padded frames included)
     output: Any  # the predictor's PEAudioFrameOutput (embeddings, logits, probs)
+
+
+def _check_stems(stems: Collection[str]) -> tuple[str, ...]:
+    """The asked-for stems in `STEMS` order; an empty, repeated or unknown name is an InvalidRequestError."""
+    names = list(stems) if not isinstance(stems, str) else [stems]
+    if not names or len(set(names)) != len(names) or any(n not in STEMS for n in names):
+        raise InvalidRequestError(
+            f"stems {names} must name 'target' and/or 'residual' once each; pass both for the two stems"
+        )
+    return tuple(n for n in STEMS if n in names)
 
 
 class SAMAudio(nn.Module):
@@ -292,6 +306,8 @@ class SAMAudio(nn.Module):
         should_stop: Callable[[], bool] | None = None,
         span_anchors: str = "fixed",
         span_threshold: float = DEFAULT_THRESHOLD,
+        stems: Collection[str] = STEMS,
+        autocast: torch.dtype | None = None,
     ) -> SeparationResult:
         """Separate each item of a processor `Batch` into the described sound and the rest.
 
@@ -304,6 +320,13 @@ class SAMAudio(nn.Module):
         `predict_spans=True` (span predictor loaded, batch without anchors) prompts each item with "+" anchors
         on the frames the predictor finds active; `span_anchors="released"` instead reproduces sam-audio 68b48d4,
         whose DiT never sees them (official issue #98). The spans come back in the result; the batch is untouched.
+        `stems` names the stems to decode ("target", "residual" or both); a stem not asked for is None in the
+        result and costs no decoding, the codec's largest share of a separation (#20); the candidates' targets
+        are still decoded when a ranker needs them. The message rows and random draws are the same whichever
+        stems are asked for.
+        `autocast` (opt-in, e.g. torch.bfloat16) runs encoding, the solver and decoding under `torch.autocast` on
+        the model's device: faster where the hardware has the type, at a fidelity cost the benchmark measures
+        (max|diff| against float32; #20). Stems are returned in float32 either way.
         """
         K = int(reranking_candidates)
         if K < 1:
@@ -312,6 +335,37 @@ class SAMAudio(nn.Module):
             raise InvalidRequestError(f"span_anchors is {span_anchors!r}; expected one of {', '.join(SPAN_ANCHOR_MODES)}")
         if predict_spans:
             self._require_span_predictor()
+        wanted = _check_stems(stems)
+        if autocast is None:
+            return self._separate(
+                batch, noise, ode_opt, K, predict_spans, watermark_message, text_features, should_stop, span_anchors,
+                span_threshold, wanted,
+            )
+        with torch.autocast(self.device.type, dtype=autocast):
+            result = self._separate(
+                batch, noise, ode_opt, K, predict_spans, watermark_message, text_features, should_stop, span_anchors,
+                span_threshold, wanted,
+            )
+        for stem in STEMS:
+            if getattr(result, stem) is not None:
+                setattr(result, stem, [w.float() for w in getattr(result, stem)])
+        return result
+
+    def _separate(
+        self,
+        batch,
+        noise: torch.Tensor | None,
+        ode_opt: dict[str, Any] | None,
+        K: int,
+        predict_spans: bool,
+        watermark_message: torch.Tensor | None,
+        text_features: tuple[torch.Tensor, torch.Tensor] | None,
+        should_stop: Callable[[], bool] | None,
+        span_anchors: str,
+        span_threshold: float,
+        wanted: tuple[str, ...],
+    ) -> SeparationResult:
+        """`separate` past its argument checks."""
         args = self._get_forward_args(batch, text_features)
         spans = None
         if predict_spans and getattr(batch, "anchors", None) is None:  # user anchors always win
@@ -326,13 +380,13 @@ class SAMAudio(nn.Module):
         features = args["audio_features"]
         N = features.shape[0]  # B * K
         if noise is None:
-            noise = torch.randn_like(features)
+            noise = torch.randn_like(features, dtype=self.dtype)  # the float32 draw under autocast too
         elif noise.shape != features.shape:
             raise InvalidRequestError(
                 f"noise has shape {tuple(noise.shape)} but this batch needs {tuple(features.shape)} (B*K, T, 2C) "
                 f"for {B} item(s) x {K} candidate(s)"
             )
-        noise = noise.to(features.device, features.dtype)
+        noise = noise.to(features.device, self.dtype)  # the solver state stays in the model's dtype
 
         nfe = 0
 
@@ -350,21 +404,42 @@ class SAMAudio(nn.Module):
 
         C = latents.shape[-1] // 2
         rows = latents.transpose(1, 2).reshape(2 * N, C, -1)  # (2N, C, T): row 2n target, 2n+1 residual
-        wavs = self.audio_codec.decode(rows, message=watermark_message)  # (2N, 1, T * hop)
-        wavs = wavs.view(B, K, 2, -1)
+        if watermark_message is None:
+            # drawn for both stems whatever is decoded, so the global generator advances the same either way
+            watermark_message = torch.randint(0, 2, (2 * N, self.audio_codec.nbits), dtype=torch.float32)
+        elif watermark_message.shape[0] != 2 * N:
+            raise InvalidRequestError(
+                f"watermark_message has {watermark_message.shape[0]} rows for {N} row(s) (items x candidates): give "
+                f"2 * {N} rows, target and residual of each"
+            )
+        # a ranker (K > 1) scores every candidate's target, so the targets are decoded whenever it runs
+        decoded = STEMS if K > 1 and "residual" in wanted else ("target",) if K > 1 else wanted
+        if len(decoded) < 2:
+            # only one stem's rows: one decode of N rows instead of 2N
+            s = STEMS.index(decoded[0])
+            rows, watermark_message = rows[s::2], watermark_message[s::2]  # (N, C, T), (N, 16)
+        wavs = self.audio_codec.decode(rows, message=watermark_message)  # (N * len(decoded), 1, T * hop)
+        wavs = wavs.view(B, K, len(decoded), -1)
         lengths = self.audio_codec.feature_idx_to_wav_idx(batch.sizes).tolist()  # cut to the padded length
-        targets = [wavs[b, :, 0, : lengths[b]] for b in range(B)]  # B x (K, L_b)
-        residuals = [wavs[b, :, 1, : lengths[b]] for b in range(B)]
-        choice = self.choose_candidates(
-            targets,
-            mixtures=[batch.audios[b][:, : lengths[b]] for b in range(B)],
-            descriptions=list(batch.descriptions),
-            masked_videos=getattr(batch, "masked_video", None),
-        )
+        stem_wavs = {
+            stem: [wavs[b, :, decoded.index(stem), : lengths[b]] for b in range(B)]  # B x (K, L_b)
+            for stem in decoded
+        }
+        targets = stem_wavs.get("target")
+        if targets is None:  # K == 1 and the residual alone: nothing to rank
+            choice = CandidateChoice(scores=None, chosen=torch.zeros(B, dtype=torch.long), ranker=None)
+        else:
+            choice = self.choose_candidates(
+                targets,
+                mixtures=[batch.audios[b][:, : lengths[b]] for b in range(B)],
+                descriptions=list(batch.descriptions),
+                masked_videos=getattr(batch, "masked_video", None),
+            )
         chosen = choice.chosen.tolist()
+        picked = {stem: [w[b][chosen[b]] for b in range(B)] for stem, w in stem_wavs.items() if stem in wanted}
         return SeparationResult(
-            target=[targets[b][chosen[b]] for b in range(B)],
-            residual=[residuals[b][chosen[b]] for b in range(B)],
+            target=picked.get("target"),
+            residual=picked.get("residual"),
             noise=noise,
             nfe=nfe,
             spans=spans,
