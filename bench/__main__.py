@@ -65,6 +65,14 @@ class Settings:
     cluster_repeats: int = 3
     reliability_requests: int = 1100  # hostile and valid requests against a server process (issue 19)
     reliability_sigterm_trials: int = 3
+    stages_preset: str = "sam-audio-small"
+    stages_seconds: float = 2.0
+    stages_steps: int = 1  # midpoint steps; 16 is the official default (the ODE share scales with them)
+    stages_pairs: int = 2
+    stages_step_tiers: list[int] = field(default_factory=list)  # fewer steps than stages_steps, for fidelity
+    stream_seconds: float = 60.0
+    stream_steps: int = 1
+    stream_pairs: int = 1
 
     @classmethod
     def for_run(cls, quick: bool, device: str, threads: int | None) -> "Settings":
@@ -93,6 +101,12 @@ class Settings:
             rerank_seconds=10.0,
             rerank_repeats=3,
             rerank_memory_rankers=["clap", "imagebind"],
+            stages_seconds=10.0,
+            stages_steps=16,
+            stages_pairs=5,
+            stages_step_tiers=[8, 4, 2],
+            stream_steps=16,
+            stream_pairs=3 if cuda else 1,
         )
 
 
@@ -184,6 +198,16 @@ def run_reliability(s: Settings) -> dict[str, Any]:
     return measure_reliability(requests=s.reliability_requests, sigterm_trials=s.reliability_sigterm_trials)
 
 
+def run_stages(s: Settings) -> dict[str, Any]:
+    from bench.stages import measure_stages, measure_stream_stages
+
+    out = measure_stages(
+        s.stages_preset, s.stages_seconds, s.stages_steps, s.stages_pairs, s.stages_step_tiers, device=s.device
+    )
+    out.update(measure_stream_stages(s.stages_preset, s.stream_seconds, s.stream_steps, s.stream_pairs, device=s.device))
+    return out
+
+
 MEASUREMENTS: dict[str, Callable[[Settings], dict[str, Any]]] = {
     "dit": run_dit,
     "memory": run_memory,
@@ -193,6 +217,7 @@ MEASUREMENTS: dict[str, Callable[[Settings], dict[str, Any]]] = {
     "rerank": run_rerank,  # K candidates vs one, peak memory with a ranker loaded vs without
     "cluster": run_cluster,  # the Ray Serve backend ([cluster] extra): replicas, front-door overhead
     "reliability": run_reliability,  # hostile clients against a server process
+    "stages": run_stages,  # separate() per stage before / after #20, target-only, residual-free, bf16; a stream
 }
 
 

@@ -110,3 +110,25 @@ def test_the_table_marks_figures_against_their_targets_and_the_json_is_plain(tmp
     figures = {"grpc_overhead_ratio": 1.01, "separate_rtf": {"demo-tiny": 2.0}, "machine": {"cpu": "x"}}
     assert "grpc_overhead_ratio" in table(figures)
     (tmp_path / "f.json").write_text(json.dumps(figures))
+
+
+def test_stages_report_every_variant_and_stage_with_fidelity():
+    from bench.stages import STAGES, VARIANTS, measure_stages
+
+    figures = measure_stages("demo-tiny", seconds=0.3, steps=1, pairs=1, step_tiers=[1])
+    assert set(figures["stages_seconds"]) == set(VARIANTS)
+    for v in VARIANTS:
+        assert set(figures["stages_seconds"][v]) == set(STAGES)
+        assert all(math.isfinite(x) for st in STAGES for x in figures["stages_seconds"][v][st].values())
+    diffs = figures["stages_max_abs_diff_vs_before"]
+    assert diffs["after"] == {"target": 0.0, "residual": 0.0}  # the shortcuts change no output
+    assert diffs["target"]["target"] < 1e-6 and "residual" not in diffs["target"]
+    assert figures["stages_folded_weight_mib"] > 0
+
+
+def test_stream_stages_report_before_and_after():
+    from bench.stages import measure_stream_stages
+
+    figures = measure_stream_stages("demo-tiny", seconds=0.6, steps=1, pairs=1)
+    assert_finite_keys(figures, ["stream_realtime_factor", "stream_peak_mib"])
+    assert set(figures["stream_stages_seconds"]) == {"before", "after"}

@@ -70,8 +70,10 @@ class _WeightNormed(nn.Module):
 
     def folded_weight(self) -> Tensor:
         g, v = self.weight_g, self.weight_v
-        if self.training or torch.is_grad_enabled() or not self.fold_weight_norm:
-            self._folded = None  # weights are about to change, or caching is off: hold no stale copy
+        if self.training or torch.is_grad_enabled():
+            self._folded = None  # weights are about to change: hold no stale copy
+            return _weight_norm(g, v)
+        if not self.fold_weight_norm:
             return _weight_norm(g, v)
         key = (g._version, v._version, g.data_ptr(), v.data_ptr(), g.dtype, v.dtype, g.device)
         if self._folded is None or self._folded[0] != key:
@@ -469,9 +471,18 @@ class DACVAE(nn.Module):
         instead of per call, the watermark LSTM on one thread. Off only to measure what they save."""
         for m in self.modules():
             if isinstance(m, _WeightNormed):
-                m.fold_weight_norm, m._folded = fold_weight_norm, None
+                m.fold_weight_norm = fold_weight_norm
             elif isinstance(m, LSTMBlock):
                 m.single_thread = single_thread_lstm
+
+    @property
+    def folded_weight_bytes(self) -> int:
+        """Memory held by folded weight-norm weights (about the codec's size in its dtype once it has run)."""
+        return sum(
+            m._folded[1].numel() * m._folded[1].element_size()
+            for m in self.modules()
+            if isinstance(m, _WeightNormed) and m._folded is not None
+        )
 
     def _check_wav(self, wav: Tensor) -> None:
         if not isinstance(wav, Tensor) or wav.dim() != 3 or wav.shape[1] != 1:
