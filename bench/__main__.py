@@ -59,6 +59,7 @@ class Settings:
     rerank_seconds: float = 2.0  # one mono window
     rerank_candidates: int = 4
     rerank_repeats: int = 2
+    rerank_steps: int | None = 4  # midpoint steps of the cost runs; None: the default 16 (32 evaluations)
     rerank_memory_steps: int = 2  # solver steps of the memory runs (peak memory does not grow with steps)
     rerank_memory_rankers: list[str] = field(default_factory=lambda: ["clap"])
     cluster_seconds: float = 20.0  # one stream through the Ray backend, 1 vs 2 replicas
@@ -100,6 +101,7 @@ class Settings:
             bf16=cuda,
             rerank_seconds=10.0,
             rerank_repeats=3,
+            rerank_steps=None,
             rerank_memory_rankers=["clap", "imagebind"],
             stages_seconds=10.0,
             stages_steps=16,
@@ -175,7 +177,7 @@ def run_rerank(s: Settings) -> dict[str, Any]:
     from bench.rerank import measure_ranker_memory, measure_rerank_cost
 
     out = measure_rerank_cost(
-        s.rerank_preset, s.rerank_seconds, s.rerank_candidates, s.rerank_repeats, device=s.device
+        s.rerank_preset, s.rerank_seconds, s.rerank_candidates, s.rerank_repeats, device=s.device, steps=s.rerank_steps
     )
     out.update(
         measure_ranker_memory(

@@ -1,7 +1,7 @@
 """Re-ranking costs: K candidates per window relative to one, and peak memory with a ranker loaded vs without.
 
 rerank_cost_ratio: wall time of `separate(reranking_candidates=K)` over `separate()` for one mono window at a
-preset size with random weights and the default solver (32 evaluations), no ranker (generation only: the B*K
+preset size with random weights (`--quick`: 4 midpoint steps, else the default 16), no ranker (generation only: the B*K
 rows go through the ODE and the decoder in one batch, the codec encode and the text encode run once). The two
 calls alternate, `repeats` pairs; the figure is the median of the per-pair ratios, with their range.
 
@@ -78,7 +78,8 @@ def measure_rerank_cost(
         "rerank_wall_one_seconds": statistics.median(times["one"]),
         "rerank_wall_many_seconds": statistics.median(times["many"]),
         "rerank_window_seconds": seconds,
-        "rerank_preset": f"{preset} (random weights), solver steps {steps or 16} (midpoint), no ranker",
+        "rerank_preset": f"{preset} (random weights), {steps or 16} midpoint steps ({2 * (steps or 16)} "
+        "evaluations), no ranker",
     }
 
 

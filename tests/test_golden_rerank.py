@@ -41,6 +41,7 @@ class RerankRun:
         B = t["chosen"].shape[0]
         audios = [t[f"audio_in_{b}"] for b in range(B)]
         batch = processor(descriptions=self.meta["descriptions"], audios=audios)
+        self.batch = batch
         self.forward_args, self.decoded, self.member = [], [], {}
         forward, decode = model.forward, model.audio_codec.decode
         members = dict(model.text_ranker.rankers.items())
@@ -82,6 +83,13 @@ class RerankRun:
 @pytest.fixture(scope="module")
 def run(rerank_model, golden_processor, golden) -> RerankRun:
     return RerankRun(rerank_model, golden_processor, golden)
+
+
+def test_rerank_batch_matches(run):
+    t = run.tensors
+    assert torch.equal(run.batch.sizes, t["batch_sizes"])
+    assert torch.equal(run.batch.wav_sizes, t["batch_wav_sizes"])
+    assert torch.equal(run.batch.audio_pad_mask, t["batch_audio_pad_mask"])
 
 
 def test_rerank_forward_args_repeat_each_item_k_times(run):
