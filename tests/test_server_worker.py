@@ -141,6 +141,34 @@ def test_a_failing_batch_fails_only_the_stream_that_caused_it():
         worker.close()
 
 
+def test_a_stopped_stream_sharing_a_call_never_stops_the_others():
+    # separate_windows raises StoppedError for the whole call when the windows of gone streams stop (issue 19)
+    from samaudio.errors import StoppedError
+
+    gate, entered = threading.Event(), threading.Event()
+
+    def run_batch(jobs):
+        if jobs == ["first"]:
+            entered.set()
+            gate.wait(30)
+        if "gone" in jobs:
+            raise StoppedError("separation stopped after 1 vector-field evaluations: should_stop() was true")
+        return [f"stems of {job}" for job in jobs]
+
+    worker = BatchingWorker(run_batch, max_batch=4)
+    try:
+        worker.submit(["first"])
+        assert entered.wait(30)
+        gone = worker.submit(["gone"])
+        live = worker.submit(["live"])
+        gate.set()
+        assert live.result(30) == ["stems of live"]
+        with pytest.raises(StoppedError):
+            gone.result(30)
+    finally:
+        worker.close()
+
+
 def test_close_fails_queued_work_and_refuses_new_work(run):
     worker = BatchingWorker(run, max_batch=1)
     worker.submit(["a0"])

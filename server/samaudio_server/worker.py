@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from samaudio.defaults import STREAM_DEFAULTS
-from samaudio.errors import StoppedError
 from samaudio_server.errors import WorkerClosedError
 
 logger = logging.getLogger(__name__)
@@ -126,7 +125,9 @@ class BatchingWorker:
         try:
             stems = self._run_batch(jobs)
         except BaseException as e:  # noqa: BLE001 - every failure must reach the waiting streams
-            if len(taken) > 1 and not isinstance(e, StoppedError):  # stopped: every stream of the call went away
+            if len(taken) > 1:
+                # also for StoppedError: one group of the call may have stopped (its streams went away) while
+                # another, of live streams, was done or still to run
                 # a bad stream never disturbs the others: run each submission alone, so only its own fails
                 logger.warning("batch of %d streams failed (%s); running them one by one", len(taken), e)
                 for sub in taken:
