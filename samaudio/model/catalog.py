@@ -65,10 +65,12 @@ def find(name: str) -> KnownModel | None:
 
 
 def load(
-    name: str, device: str | None = None, dtype: str | None = None, *, vision: bool = False, seed: int = 0
+    name: str, device: str | None = None, dtype: str | None = None, *, vision: bool = False, seed: int = 0,
+    **parts: Any,
 ) -> tuple[Any, Any]:
     """The model (eval mode, on `device`, default cuda when there is one) and its processor for a `--model` value:
-    a shipped model, a preset (built with random weights from `seed`), a local folder or a hub id."""
+    a shipped model, a preset (built with random weights from `seed`), a local folder or a hub id. `parts`
+    (`text_ranker=`, `visual_ranker=`, `span_predictor=`) go to `SAMAudio.from_pretrained`; a preset has none."""
     import torch
 
     from samaudio import SAMAudio, SAMAudioProcessor
@@ -81,7 +83,7 @@ def load(
         return model.to(device=device, dtype=getattr(torch, dtype) if dtype else None), processor
     source = str(known.folder) if known is not None else name
     logger.info("loading %s on %s", name, device)
-    model = SAMAudio.from_pretrained(source, device=device, dtype=dtype, vision=vision)
+    model = SAMAudio.from_pretrained(source, device=device, dtype=dtype, vision=vision, **parts)
     return model, SAMAudioProcessor.from_pretrained(source)
 
 

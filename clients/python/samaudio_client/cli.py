@@ -189,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     from samaudio_client import osc  # here, not at the top: the bridge imports grpc, which other commands may not need
 
     osc.add_parser(commands)
+    from samaudio.eval.cli import add_parser as add_eval_parser  # torch-free: the options only
+
+    add_eval_parser(commands)
     return parser
 
 
@@ -536,6 +539,16 @@ def _attach_span_values(argv: Sequence[str]) -> list[str]:
     return out
 
 
+def cmd_eval(args: argparse.Namespace) -> None:
+    """`samaudio eval`: runs in this process (the metrics are models), so it needs the server stack."""
+    missing = missing_server_modules()
+    if missing:
+        raise UsageError(f"eval runs models in this process and this install lacks {', '.join(missing)}: {SERVER_EXTRA}")
+    from samaudio.eval.cli import main as run_eval
+
+    run_eval(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `samaudio` console script (which exits with the returned code)."""
     argv = _attach_span_values(sys.argv[1:] if argv is None else argv)
@@ -545,7 +558,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     from samaudio_client import osc
 
-    commands = {"separate": cmd_separate, "info": cmd_info, "models": cmd_models, "demo": cmd_demo, "osc": osc.main}
+    commands = {
+        "separate": cmd_separate, "info": cmd_info, "models": cmd_models, "demo": cmd_demo, "osc": osc.main,
+        "eval": cmd_eval,
+    }
     command = commands[args.command]
     in_main_thread = threading.current_thread() is threading.main_thread()  # (signal handlers live there only)
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
