@@ -198,3 +198,27 @@ def test_a_metric_without_its_weights_is_named_with_how_to_get_them(tmp_path):
         build_metrics(["aesthetics"], {"aesthetics": None})  # the hub is unreachable in tests
     with pytest.raises(MetricUnavailableError, match="unknown metric 'sdr'"):
         build_metrics(["sdr"], {})
+
+
+def test_aesthetics_loads_a_checkpoint_in_the_released_layout_and_scores_each_axis(tmp_path):
+    """A random Audiobox Aesthetics model (the released architecture), saved as the released checkpoint.pt is."""
+    import torch
+    from audiobox_aesthetics.model.aes import AesMultiOutput
+
+    from samaudio.eval.metrics import AestheticsMetric, Separated
+
+    cfg = {"proj_num_layer": 1, "proj_ln": False, "proj_act_fn": "gelu", "proj_dropout": 0.0, "nth_layer": 13,
+           "use_weighted_layer_sum": True, "precision": "32", "normalize_embed": True, "output_dim": 1}
+    transform = {axis: {"mean": 5.0 + i, "std": 1.5} for i, axis in enumerate(["CE", "CU", "PC", "PQ"])}
+    torch.manual_seed(0)
+    model = AesMultiOutput(**cfg, target_transform=transform)
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}, "model_cfg": cfg,
+                "target_transform": transform}, path)
+    metric = AestheticsMetric(str(path))
+    t = torch.arange(round(1.5 * 48000)) / 48000
+    target = (0.3 * torch.sin(2 * torch.pi * 440 * t))[None]
+    rows = metric([Separated("x", "a tone", target, target), Separated("y", "a tone", target, 0 * target)])
+    assert [set(r) for r in rows] == [set(AestheticsMetric.columns)] * 2
+    assert all(math.isfinite(v) for r in rows for v in r.values())
+    assert rows[0] != rows[1]  # each item scored on its own target
