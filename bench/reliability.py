@@ -223,7 +223,7 @@ def _garbage_and_idle(port: int, streams: int) -> list[Any]:
 
 
 def measure_reliability(
-    requests: int = 1100, clients: int = 8, sigterm_trials: int = 3, grace_seconds: float = 3.0
+    requests: int = 1100, clients: int = 8, sigterm_trials: int = 3, grace_seconds: float = 3.0, rounds: int = 2
 ) -> dict[str, Any]:
     import grpc
 
@@ -254,12 +254,18 @@ def measure_reliability(
                     with lock:
                         results.append((name, code, seconds, accepted))
 
+                # the same mix in `rounds` rounds, RSS after each: growth that stops after the first round is the
+                # allocator keeping its high-water mark (large messages), growth every round a leak
+                rss_rounds = []
                 t0 = time.monotonic()
-                with concurrent.futures.ThreadPoolExecutor(clients) as pool:
-                    list(pool.map(one, order))
+                per_round = -(-len(order) // rounds)
+                for r in range(rounds):
+                    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+                        list(pool.map(one, order[r * per_round : (r + 1) * per_round]))
+                    time.sleep(1.0)
+                    rss_rounds.append(server.rss_mib())
                 elapsed = time.monotonic() - t0
-                time.sleep(1.0)
-                rss_after = server.rss_mib()
+                rss_after = rss_rounds[-1]
         finally:
             server.kill()
         codes = collections.Counter(code for _, code, _, _ in results)
@@ -280,6 +286,7 @@ def measure_reliability(
             reliability_accepted_le_1s_audio=len(accepted),
             reliability_server_rss_before_mib=rss_before,
             reliability_server_rss_after_mib=rss_after,
+            reliability_server_rss_after_each_round_mib=rss_rounds,
             # a bug of ours logs a traceback at ERROR; hostile input never should
             reliability_server_error_lines=sum(" ERROR " in line or "Traceback" in line for line in server.log),
         )
