@@ -22,6 +22,8 @@ class StreamDefaults:
     overlap_seconds: float = 2.0  # overlap of neighbouring windows (the cross-fade)
     seed: int = 0  # seed of the starting noise and the watermark message
     solver_steps: int = 16  # midpoint steps from noise to stems: the official ODE, step 1/16
+    # starting noises per window, one kept by a ranker: K costs about K times the ODE (issue 16's bench), so 1
+    candidates: int = 1
     # Windows one stream hands to its worker at once (`StreamingSeparator(max_batch=...)`): bounds the stream's
     # buffers and how far it runs ahead of its output.
     windows_per_stream_call: int = 4

@@ -34,6 +34,10 @@ class InvalidRequestError(SAMAudioError, ValueError):
     """Arguments that do not fit together: counts that differ, chunk <= overlap, an empty description."""
 
 
+class PartNotLoadedError(InvalidRequestError):
+    """A request needs a part the model was loaded without: a ranker (candidates > 1) or the span predictor."""
+
+
 class StreamClosedError(SAMAudioError):
     """A stream was used after `finish()` or `cancel()`."""
 

@@ -57,6 +57,14 @@ Choices and their reasons:
   until the audio ends; a stream cannot know at the video's end that more audio will come.) A window's frames
   ride in its `WindowJob`, the same for each channel; an empty description is allowed with a video.
 
+- **Candidates and spans per window** (issue 16). With `candidates=K` each window is solved from K noises,
+  candidate c drawn by `frame_noise(seed, first_frame, W, 2C, c)`, so results stay independent of push sizes;
+  the model's ranker keeps one per channel (the official rule of `SAMAudio.choose_candidates`, each channel an
+  item). `predict_spans=True` prompts a window without anchors with "+" anchors on the frames the span predictor
+  finds active in it. The span gate (on by default when the model has its span predictor) skips a window in
+  which no channel has an active frame: its target is silence and its residual the mix, where the model would
+  otherwise return other sounds of the mix (official issue #94).
+
 Default window (`samaudio.defaults`): 10 s chunks overlapping by 2 s. Longer windows give the DiT more context (a sound's
 identity is clearer over seconds; attention cost grows with the square of the window) and need fewer
 seams; longer overlaps hide seams better but cost compute: each frame is separated W / (W - V) times on
@@ -99,8 +107,10 @@ from samaudio.errors import (
     InvalidAudioError,
     InvalidRequestError,
     InvalidVideoError,
+    PartNotLoadedError,
     StreamClosedError,
 )
+from samaudio.model.span_predictor import DEFAULT_THRESHOLD
 from samaudio.processor import TIE_SECONDS, decode_video, latent_times, nearest_frames
 
 if TYPE_CHECKING:
@@ -147,12 +157,13 @@ MAX_SAMPLE = 1000.0
 # Noise and watermark: functions of the seed and absolute positions only
 
 
-def frame_noise(seed: int, first_frame: int, frames: int, width: int) -> torch.Tensor:
+def frame_noise(seed: int, first_frame: int, frames: int, width: int, candidate: int = 0) -> torch.Tensor:
     """Starting noise of latent frames [first_frame, first_frame + frames): (frames, width) float32.
 
     Frames are drawn in absolute chunks of NOISE_CHUNK_FRAMES rows, chunk c from a generator seeded by
-    (seed, c) alone, so row f depends on (seed, f) only and any two windows that share a frame share its
-    noise. One generator per chunk rather than per row: seeding a generator costs ~25 us, ten times the draw.
+    (seed, candidate, c) alone, so row f depends on (seed, candidate, f) only and any two windows that share a
+    frame share its noise. One generator per chunk rather than per row: seeding a generator costs ~25 us, ten
+    times the draw. Candidate 0 keeps the single-candidate stream's noise, so K = 1 results never change.
     """
     if frames <= 0:
         return torch.zeros(0, width)
@@ -160,13 +171,17 @@ def frame_noise(seed: int, first_frame: int, frames: int, width: int) -> torch.T
     c0, c1 = first_frame // K, (first_frame + frames - 1) // K
     block = np.concatenate(
         [
-            np.random.Generator(np.random.PCG64(np.random.SeedSequence(_seed_entropy(seed), spawn_key=(2, c))))
+            np.random.Generator(np.random.PCG64(np.random.SeedSequence(_seed_entropy(seed), spawn_key=key)))
             .standard_normal((K, width), dtype=np.float32)
-            for c in range(c0, c1 + 1)
+            for key in (_noise_key(candidate, c) for c in range(c0, c1 + 1))
         ]
     )  # ((c1 - c0 + 1) * K, width)
     a = first_frame - c0 * K
     return torch.from_numpy(np.ascontiguousarray(block[a : a + frames]))  # (frames, width)
+
+
+def _noise_key(candidate: int, chunk: int) -> tuple[int, ...]:
+    return (2, chunk) if candidate == 0 else (3, candidate, chunk)  # 2: candidate 0, as before candidates existed
 
 
 def watermark_bits(seed: int) -> torch.Tensor:
@@ -442,7 +457,7 @@ class WindowJob:
     audio: torch.Tensor  # (ch, W*H) float32 at 48 kHz, CPU; zero-padded to the full window
     text: StreamText  # the stream's description, encoded by the worker on first use
     anchors: list[Anchor]  # in window seconds; [] when no anchor reaches this window
-    noise: torch.Tensor  # (W, 2C) float32 starting noise, shared by the window's channels
+    noise: torch.Tensor  # (W, 2C) float32 starting noise shared by the window's channels; (K, W, 2C) for K > 1
     watermark_message: torch.Tensor  # (2, 16) float bits: row 0 target, row 1 residual
     ode_opt: dict[str, Any] | None = None  # torchdiffeq method/options; None = the model's default
     index: int = 0  # window index in its stream (k), for logs
@@ -453,10 +468,21 @@ class WindowJob:
     # True once nobody wants this window any more (its stream was cancelled): the model stops at its next solver
     # step when every job of its call says so (issue 19). None: run to the end.
     should_stop: Callable[[], bool] | None = None
+    # The span predictor per window: `predict_spans` prompts a window without anchors with "+" anchors on its
+    # active frames (the library's "fixed" mode); `span_gate` skips a window with no active frame in any channel
+    # (target silence, residual the mix: official issue #94). Both need a model loaded with its span predictor.
+    predict_spans: bool = False
+    span_gate: bool = False
+    span_threshold: float = DEFAULT_THRESHOLD
 
     @property
     def description(self) -> str:
         return self.text.description
+
+    @property
+    def candidates(self) -> int:
+        """K: starting noises the window is solved from (a ranker keeps one per channel)."""
+        return self.noise.shape[0] if self.noise.dim() == 3 else 1
 
 
 @dataclass
@@ -466,6 +492,9 @@ class WindowStems:
     target: torch.Tensor  # (ch, W*H) the described sound
     residual: torch.Tensor  # (ch, W*H) everything else
     nfe: int = 0  # vector-field evaluations the solver made for this window
+    scores: torch.Tensor | None = None  # (ch, K) ranker scores per channel; None when no ranker ran (K = 1, gated)
+    chosen: torch.Tensor | None = None  # (ch,) int64: the candidate kept per channel; None when none was ranked
+    gated: bool = False  # the span gate found no activity: target silence, residual the window's mix
 
 
 @runtime_checkable
@@ -485,22 +514,27 @@ def separate_windows(model: "SAMAudio", processor: "SAMAudioProcessor", jobs: Se
     lengths: features are zero-padded and masked.
     """
     out: list[WindowStems | None] = [None] * len(jobs)
-    groups: dict[tuple[int, str], list[int]] = {}
+    groups: dict[tuple, list[int]] = {}
     for i, job in enumerate(jobs):
-        groups.setdefault((job.audio.shape[-1], repr(job.ode_opt)), []).append(i)
+        key = (job.audio.shape[-1], repr(job.ode_opt), job.candidates, job.predict_spans, job.span_gate)
+        groups.setdefault(key + (job.span_threshold,), []).append(i)
     for idx in groups.values():
         for i, stems in zip(idx, _separate_group(model, processor, [jobs[i] for i in idx])):
             out[i] = stems
     return out  # type: ignore[return-value]
 
 
-def window_batch(processor: "SAMAudioProcessor", jobs: Sequence[WindowJob]) -> "Batch":
+def window_batch(
+    processor: "SAMAudioProcessor", jobs: Sequence[WindowJob], anchors: Sequence[list[Anchor]] | None = None
+) -> "Batch":
     """The processor batch of `jobs`: one item per channel of each job, in order, each with its job's anchors
-    and masked video frames."""
+    (or `anchors`, one list per item) and masked video frames."""
     batch = processor(
         descriptions=[job.description for job in jobs for _ in range(job.audio.shape[0])],
         audios=[job.audio[c : c + 1] for job in jobs for c in range(job.audio.shape[0])],  # B x (1, W*H)
-        anchors=[list(job.anchors) for job in jobs for _ in range(job.audio.shape[0])],
+        anchors=[list(a) for a in anchors]
+        if anchors is not None
+        else [list(job.anchors) for job in jobs for _ in range(job.audio.shape[0])],
     )
     if any(job.masked_video is not None for job in jobs):
         # Set here, not through the processor, which would stretch F < W frames over the window. The encoder pads
@@ -514,8 +548,69 @@ def window_batch(processor: "SAMAudioProcessor", jobs: Sequence[WindowJob]) -> "
 
 
 def _separate_group(model: "SAMAudio", processor: "SAMAudioProcessor", jobs: list[WindowJob]) -> list[WindowStems]:
+    """Jobs of equal length, ODE, candidate count and span settings, in one model call (gated ones in none)."""
+    out: list[WindowStems | None] = [None] * len(jobs)
+    anchors: list[list[Anchor]] | None = None
+    first = jobs[0]
+    if first.predict_spans or first.span_gate:
+        active = _window_activity(model, processor, jobs, first.span_threshold)  # B x (W,) bool, one per channel
+        rows = _job_rows(jobs)
+        if first.span_gate:
+            for i, (job, (a, b)) in enumerate(zip(jobs, rows)):
+                if not any(bool(act.any()) for act in active[a:b]):
+                    target = torch.zeros_like(job.audio)  # (ch, W*H) silence
+                    out[i] = WindowStems(target=target, residual=job.audio.clone(), gated=True)
+        if first.predict_spans:  # a window's own anchors win, as in SAMAudio.separate
+            predicted = _activity_anchors(model, active)
+            anchors = [list(job.anchors) or predicted[r] for job, (a, b) in zip(jobs, rows) for r in range(a, b)]
+    run = [i for i in range(len(jobs)) if out[i] is None]
+    if run:
+        if anchors is not None:
+            rows = _job_rows(jobs)
+            anchors = [anchors[r] for i in run for r in range(*rows[i])]
+        for i, stems in zip(run, _solve(model, processor, [jobs[i] for i in run], anchors)):
+            out[i] = stems
+    return out  # type: ignore[return-value]
+
+
+def _job_rows(jobs: Sequence[WindowJob]) -> list[tuple[int, int]]:
+    """Each job's batch items (one per channel) as [a, b) row ranges."""
+    rows, r = [], 0
+    for job in jobs:
+        rows.append((r, r + job.audio.shape[0]))
+        r += job.audio.shape[0]
+    return rows
+
+
+def _window_activity(
+    model: "SAMAudio", processor: "SAMAudioProcessor", jobs: Sequence[WindowJob], threshold: float
+) -> list[torch.Tensor]:
+    """The span predictor's active latent frames of every channel of every job: B tensors (W,) bool."""
+    batch = window_batch(processor, jobs, anchors=[[] for job in jobs for _ in range(job.audio.shape[0])])
+    with torch.inference_mode():
+        z = model.audio_codec(batch.audios.to(model.device, model.dtype)).transpose(1, 2)  # (B, W, C)
+        _, active = model.frame_activity(list(batch.descriptions), torch.cat([z, z], dim=-1), None, threshold)
+    return list(active.cpu())  # B x (W,)
+
+
+def _activity_anchors(model: "SAMAudio", active: list[torch.Tensor]) -> list[list[Anchor]]:
+    """'+' anchors (window seconds) on each item's active runs, as SAMAudio.predict_spans makes them."""
+    from samaudio.model.span_predictor import anchors_from_spans, spans_from_activity
+
+    predictor = model.span_predictor
+    spans = spans_from_activity(torch.stack(active), predictor.hop_length, predictor.sample_rate)
+    return [list(a) for a in anchors_from_spans(spans)]
+
+
+def _solve(
+    model: "SAMAudio",
+    processor: "SAMAudioProcessor",
+    jobs: list[WindowJob],
+    anchors: list[list[Anchor]] | None,
+) -> list[WindowStems]:
     channels = [job.audio.shape[0] for job in jobs]
-    batch = window_batch(processor, jobs)
+    K = jobs[0].candidates
+    batch = window_batch(processor, jobs, anchors)
     texts = [job.text.features(model) for job in jobs]  # [((1, S_t, Dt), (1, S_t))]
     S = max(features.shape[1] for features, _ in texts)
     feats, masks = [], []
@@ -525,13 +620,17 @@ def _separate_group(model: "SAMAudio", processor: "SAMAudioProcessor", jobs: lis
         m = torch.nn.functional.pad(mask, (0, pad), value=False)  # (1, S)
         feats.append(f.expand(ch, -1, -1))
         masks.append(m.expand(ch, -1))
-    noise = torch.cat([job.noise.unsqueeze(0).expand(ch, -1, -1) for job, ch in zip(jobs, channels)])  # (B, W, 2C)
-    # rows 2b, 2b+1 are target and residual of item b: each channel repeats its job's two messages
-    message = torch.cat([job.watermark_message.repeat(ch, 1) for job, ch in zip(jobs, channels)])  # (2B, 16)
+    # rows b*K + k: candidate k of item b; every channel of a job starts from the job's K noises
+    noise = torch.cat(
+        [job.noise.reshape(K, *job.noise.shape[-2:]).repeat(ch, 1, 1) for job, ch in zip(jobs, channels)]
+    )  # (B*K, W, 2C)
+    # rows 2n, 2n+1 are target and residual of row n: each row repeats its job's two messages
+    message = torch.cat([job.watermark_message.repeat(ch * K, 1) for job, ch in zip(jobs, channels)])  # (2BK, 16)
     res = model.separate(
         batch,
         noise=noise.to(model.device),
         ode_opt=jobs[0].ode_opt,
+        reranking_candidates=K,
         watermark_message=message.to(model.device),
         text_features=(torch.cat(feats).to(model.device), torch.cat(masks).to(model.device)),
         should_stop=_all_stopped(jobs),
@@ -540,7 +639,9 @@ def _separate_group(model: "SAMAudio", processor: "SAMAudioProcessor", jobs: lis
     for ch in channels:
         target = torch.stack([res.target[r + c] for c in range(ch)]).float().cpu()  # (ch, W*H)
         residual = torch.stack([res.residual[r + c] for c in range(ch)]).float().cpu()  # (ch, W*H)
-        out.append(WindowStems(target=target, residual=residual, nfe=res.nfe))
+        scores = None if res.scores is None else res.scores[r : r + ch].clone()  # (ch, K)
+        chosen = None if res.scores is None else res.chosen[r : r + ch].clone()  # (ch,)
+        out.append(WindowStems(target=target, residual=residual, nfe=res.nfe, scores=scores, chosen=chosen))
         r += ch
     return out
 
@@ -716,6 +817,10 @@ class StreamingSeparator:
         on_progress: Progress | None = None,
         worker: WindowWorker | None = None,
         video: VideoPrompt | None = None,
+        candidates: int = STREAM_DEFAULTS.candidates,
+        predict_spans: bool = False,
+        span_gate: bool | None = None,
+        span_threshold: float = DEFAULT_THRESHOLD,
     ):
         self.plan = self.validate(
             model,
@@ -729,6 +834,10 @@ class StreamingSeparator:
             ode_opt=ode_opt,
             max_batch=max_batch,
             video=video,
+            candidates=candidates,
+            predict_spans=predict_spans,
+            span_gate=span_gate,
+            span_threshold=span_threshold,
         )
         self.model = model
         self.description = description
@@ -740,6 +849,10 @@ class StreamingSeparator:
         self.max_batch = int(max_batch)
         self.on_progress = on_progress
         self.video = video  # freed when the stream closes
+        self.candidates = int(candidates)
+        self.predict_spans = bool(predict_spans)
+        self.span_gate = self.gate_default(model) if span_gate is None else bool(span_gate)
+        self.span_threshold = float(span_threshold)
         self.worker: WindowWorker = worker if worker is not None else LocalWorker(model, processor)
 
         plan = self.plan
@@ -757,7 +870,8 @@ class StreamingSeparator:
         self._y = torch.zeros(self.channels, 0)  # (ch, L) input at 48 kHz from sample _y_start on
         self._y_pieces: list[torch.Tensor] = []  # (ch, m) input after _y, joined to it only when a window is cut
         self._y_len = 0  # samples in _y and _y_pieces together
-        self._noise: tuple[int, torch.Tensor] | None = None  # (first frame, (W, 2C)) of the last window's noise
+        # per candidate: (first frame, (W, 2C)) of the last window's noise
+        self._noise: dict[int, tuple[int, torch.Tensor]] = {}
         self._y_start = 0
         self._next = 0  # next window to run
         # target rows then residual rows, room for one model call's windows: (max_batch - 1) strides + a window
@@ -768,6 +882,9 @@ class StreamingSeparator:
         self._emitted = 0  # frames handed out in blocks
         self.windows_done = 0
         self.nfe = 0
+        self.windows_gated = 0  # windows the span gate found silent (no model call)
+        self.candidates_evaluated = 0  # candidate solutions solved, over windows and channels
+        self.chosen_scores: list[float] = []  # the kept candidate's ranker score, per ranked window and channel
         self._closed: str | None = None  # why the stream is closed, once it is
         self._cancelled = threading.Event()
         self._busy = threading.Lock()  # held while push/finish run
@@ -789,6 +906,10 @@ class StreamingSeparator:
         ode_opt: dict[str, Any] | None = None,
         max_batch: int = STREAM_DEFAULTS.windows_per_stream_call,
         video: VideoPrompt | None = None,
+        candidates: int = STREAM_DEFAULTS.candidates,
+        predict_spans: bool = False,
+        span_gate: bool | None = None,
+        span_threshold: float = DEFAULT_THRESHOLD,
     ) -> WindowPlan:
         """Check a stream's arguments without model work: named errors with the numbers and the fix.
 
@@ -858,7 +979,30 @@ class StreamingSeparator:
             )
         if not _is_int(max_batch) or max_batch < 1:
             raise InvalidRequestError(f"max_batch is {max_batch!r}: give a positive number of windows per model call")
+        if not _is_int(candidates) or candidates < 1:
+            raise InvalidRequestError(f"candidates is {candidates!r}: give 1 or more starting noises per window")
+        ranker = model.text_ranker if video is None else (model.visual_ranker or model.text_ranker)
+        if candidates > 1 and ranker is None:
+            raise PartNotLoadedError(
+                f"{candidates} candidates need a ranker to choose among them, but the model was loaded without "
+                f"{'a text' if video is None else 'a visual or text'} ranker: load one with "
+                "SAMAudio.from_pretrained(..., text_ranker='judge' or 'clap'), or ask for 1 candidate"
+            )
+        if (predict_spans or span_gate) and getattr(model, "span_predictor", None) is None:
+            raise PartNotLoadedError(
+                "span prediction and the span gate need the PE-A-Frame span predictor, which the model was loaded "
+                "without: load it with SAMAudio.from_pretrained(..., span_predictor='pe-a-frame-large' or a folder)"
+            )
+        if isinstance(span_threshold, bool) or not isinstance(span_threshold, numbers.Real) or not math.isfinite(
+            span_threshold
+        ):
+            raise InvalidRequestError(f"span_threshold is {span_threshold!r}: give a frame probability, e.g. 0.3")
         return WindowPlan(frames=W, overlap=V, hop=hop, sample_rate=rate)
+
+    @staticmethod
+    def gate_default(model: "SAMAudio") -> bool:
+        """The span gate is on by default exactly when the model has its span predictor."""
+        return getattr(model, "span_predictor", None) is not None
 
     def check_frames(self, frames: Any) -> np.ndarray:
         """A pushed block as (n, ch) float32 (a copy when converted), or a named error; changes no state."""
@@ -962,7 +1106,7 @@ class StreamingSeparator:
         self._closed = why
         # free the buffers; the counters stay for summaries
         self._y = torch.zeros(0, 0)
-        self._y_pieces, self._y_len, self._noise = [], 0, None
+        self._y_pieces, self._y_len, self._noise = [], 0, {}
         self._ola = OverlapAdd(0, 0)
         self._up = self._down = _StreamResampler(1, 1, 0)
         self._text = StreamText(self.description)  # the encoded features go with the old one
@@ -1048,6 +1192,13 @@ class StreamingSeparator:
             raise RuntimeError(f"worker returned {len(stems)} results for {len(jobs)} jobs")
         self.windows_done += len(jobs)
         self.nfe += sum(s.nfe for s in stems)
+        for job, s in zip(jobs, stems):
+            if s.gated:
+                self.windows_gated += 1
+                continue
+            self.candidates_evaluated += job.candidates * job.audio.shape[0]
+            if s.scores is not None and s.chosen is not None:
+                self.chosen_scores += s.scores.gather(1, s.chosen.view(-1, 1)).view(-1).tolist()
         logger.debug("windows %d..%d separated (%d in one call)", ks[0], ks[-1], len(ks))
         return stems
 
@@ -1064,26 +1215,36 @@ class StreamingSeparator:
             audio=audio,
             text=self._text,
             anchors=self._window_anchors(f0),
-            noise=self._window_noise(f0),  # (W, 2C)
+            noise=self._candidate_noise(f0),  # (W, 2C), or (K, W, 2C)
             watermark_message=self._message,
             ode_opt=self.ode_opt,
             index=k,
             first_frame=f0,
             masked_video=None if self.video is None else self.video.window(f0, plan.frames, plan.hop, plan.sample_rate),
             should_stop=self._cancelled.is_set,
+            predict_spans=self.predict_spans,
+            span_gate=self.span_gate,
+            span_threshold=self.span_threshold,
         )
 
-    def _window_noise(self, f0: int) -> torch.Tensor:
+    def _candidate_noise(self, f0: int) -> torch.Tensor:
+        """The window's starting noise: (W, 2C) for one candidate, (K, W, 2C) for K."""
+        if self.candidates == 1:
+            return self._window_noise(f0, 0)
+        return torch.stack([self._window_noise(f0, c) for c in range(self.candidates)])  # (K, W, 2C)
+
+    def _window_noise(self, f0: int, candidate: int) -> torch.Tensor:
         """frame_noise of the window at frame f0, reusing the rows the previous window already drew."""
         W = self.plan.frames
-        if self._noise is not None and 0 < f0 - self._noise[0] < W:
-            prev_f0, prev = self._noise
-            kept = prev[f0 - prev_f0 :]  # (W - (f0 - prev_f0), 2C): rows are functions of (seed, frame) only
-            fresh = frame_noise(self.seed, prev_f0 + W, W - kept.shape[0], self._width)
+        last = self._noise.get(candidate)
+        if last is not None and 0 < f0 - last[0] < W:
+            prev_f0, prev = last
+            kept = prev[f0 - prev_f0 :]  # (W - (f0 - prev_f0), 2C): rows are functions of (seed, c, frame) only
+            fresh = frame_noise(self.seed, prev_f0 + W, W - kept.shape[0], self._width, candidate)
             noise = torch.cat([kept, fresh])
         else:
-            noise = frame_noise(self.seed, f0, W, self._width)
-        self._noise = (f0, noise)
+            noise = frame_noise(self.seed, f0, W, self._width, candidate)
+        self._noise[candidate] = (f0, noise)
         return noise  # (W, 2C)
 
     def _window_anchors(self, f0: int) -> list[Anchor]:

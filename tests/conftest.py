@@ -90,3 +90,16 @@ def golden_processor(golden_dir):
     from samaudio import SAMAudioProcessor
 
     return SAMAudioProcessor.from_pretrained(golden_dir)
+
+
+@pytest.fixture(scope="session")
+def quality_model(golden_dir):
+    """The golden model with the span predictor of `config_spans.json` and the text ranker of `config_rerank.json`
+    (the quality path of issue 16), loaded once per session. Read-only."""
+    from samaudio import SAMAudio
+
+    spans = json.loads((golden_dir / "config_spans.json").read_text())
+    rerank = json.loads((golden_dir / "config_rerank.json").read_text())
+    return SAMAudio.from_pretrained(
+        golden_dir, span_predictor=spans["span_predictor"], text_ranker=rerank["text_ranker"]
+    )
