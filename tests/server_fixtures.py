@@ -152,8 +152,13 @@ def reference(model, processor, cfg: pb.SeparationConfig, sends: Sequence[np.nda
         seed=cfg.seed,
         ode_opt=None if steps in (None, 16) else {"method": "midpoint", "options": {"step_size": 1.0 / steps}},
         max_batch=MAX_BATCH,
+        candidates=cfg.candidates if cfg.HasField("candidates") else 1,
+        predict_spans=cfg.predict_spans,
+        span_gate=cfg.span_gate if cfg.HasField("span_gate") else None,
+        **({"span_threshold": cfg.span_threshold} if cfg.HasField("span_threshold") else {}),
     )
     blocks = [b for piece in sends for b in sep.push(piece)] + sep.finish()
+    reference.last = sep  # the engine, for its counters
     return (
         np.concatenate([b.target for b in blocks]).astype(np.float32),
         np.concatenate([b.residual for b in blocks]).astype(np.float32),

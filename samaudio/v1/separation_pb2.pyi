@@ -63,7 +63,7 @@ class MaskedVideo(_message.Message):
     def __init__(self, width_pixels: _Optional[int] = ..., height_pixels: _Optional[int] = ..., frames_per_second: _Optional[float] = ..., rgb_frames: _Optional[bytes] = ..., encoded_file: _Optional[bytes] = ..., masks: _Optional[bytes] = ..., frame_count: _Optional[int] = ...) -> None: ...
 
 class SeparationConfig(_message.Message):
-    __slots__ = ("model", "description", "anchors", "sample_rate_hertz", "channel_count", "sample_format", "chunk_seconds", "overlap_seconds", "seed", "solver_steps", "stems", "masked_video")
+    __slots__ = ("model", "description", "anchors", "sample_rate_hertz", "channel_count", "sample_format", "chunk_seconds", "overlap_seconds", "seed", "solver_steps", "stems", "masked_video", "candidates", "predict_spans", "span_gate", "span_threshold")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     ANCHORS_FIELD_NUMBER: _ClassVar[int]
@@ -76,6 +76,10 @@ class SeparationConfig(_message.Message):
     SOLVER_STEPS_FIELD_NUMBER: _ClassVar[int]
     STEMS_FIELD_NUMBER: _ClassVar[int]
     MASKED_VIDEO_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    PREDICT_SPANS_FIELD_NUMBER: _ClassVar[int]
+    SPAN_GATE_FIELD_NUMBER: _ClassVar[int]
+    SPAN_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     model: str
     description: str
     anchors: _containers.RepeatedCompositeFieldContainer[Anchor]
@@ -88,7 +92,11 @@ class SeparationConfig(_message.Message):
     solver_steps: int
     stems: _containers.RepeatedScalarFieldContainer[Stem]
     masked_video: MaskedVideo
-    def __init__(self, model: _Optional[str] = ..., description: _Optional[str] = ..., anchors: _Optional[_Iterable[_Union[Anchor, _Mapping]]] = ..., sample_rate_hertz: _Optional[int] = ..., channel_count: _Optional[int] = ..., sample_format: _Optional[_Union[SampleFormat, str]] = ..., chunk_seconds: _Optional[float] = ..., overlap_seconds: _Optional[float] = ..., seed: _Optional[int] = ..., solver_steps: _Optional[int] = ..., stems: _Optional[_Iterable[_Union[Stem, str]]] = ..., masked_video: _Optional[_Union[MaskedVideo, _Mapping]] = ...) -> None: ...
+    candidates: int
+    predict_spans: bool
+    span_gate: bool
+    span_threshold: float
+    def __init__(self, model: _Optional[str] = ..., description: _Optional[str] = ..., anchors: _Optional[_Iterable[_Union[Anchor, _Mapping]]] = ..., sample_rate_hertz: _Optional[int] = ..., channel_count: _Optional[int] = ..., sample_format: _Optional[_Union[SampleFormat, str]] = ..., chunk_seconds: _Optional[float] = ..., overlap_seconds: _Optional[float] = ..., seed: _Optional[int] = ..., solver_steps: _Optional[int] = ..., stems: _Optional[_Iterable[_Union[Stem, str]]] = ..., masked_video: _Optional[_Union[MaskedVideo, _Mapping]] = ..., candidates: _Optional[int] = ..., predict_spans: _Optional[bool] = ..., span_gate: _Optional[bool] = ..., span_threshold: _Optional[float] = ...) -> None: ...
 
 class SeparateRequest(_message.Message):
     __slots__ = ("config", "audio_content")
@@ -127,18 +135,24 @@ class SeparationProgress(_message.Message):
     def __init__(self, frames_done: _Optional[int] = ..., frames_known: _Optional[int] = ...) -> None: ...
 
 class SeparationSummary(_message.Message):
-    __slots__ = ("frames_in", "frames_out", "windows", "model_evaluations", "elapsed_seconds")
+    __slots__ = ("frames_in", "frames_out", "windows", "model_evaluations", "elapsed_seconds", "candidates_evaluated", "chosen_scores", "windows_gated")
     FRAMES_IN_FIELD_NUMBER: _ClassVar[int]
     FRAMES_OUT_FIELD_NUMBER: _ClassVar[int]
     WINDOWS_FIELD_NUMBER: _ClassVar[int]
     MODEL_EVALUATIONS_FIELD_NUMBER: _ClassVar[int]
     ELAPSED_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_EVALUATED_FIELD_NUMBER: _ClassVar[int]
+    CHOSEN_SCORES_FIELD_NUMBER: _ClassVar[int]
+    WINDOWS_GATED_FIELD_NUMBER: _ClassVar[int]
     frames_in: int
     frames_out: int
     windows: int
     model_evaluations: int
     elapsed_seconds: float
-    def __init__(self, frames_in: _Optional[int] = ..., frames_out: _Optional[int] = ..., windows: _Optional[int] = ..., model_evaluations: _Optional[int] = ..., elapsed_seconds: _Optional[float] = ...) -> None: ...
+    candidates_evaluated: int
+    chosen_scores: _containers.RepeatedScalarFieldContainer[float]
+    windows_gated: int
+    def __init__(self, frames_in: _Optional[int] = ..., frames_out: _Optional[int] = ..., windows: _Optional[int] = ..., model_evaluations: _Optional[int] = ..., elapsed_seconds: _Optional[float] = ..., candidates_evaluated: _Optional[int] = ..., chosen_scores: _Optional[_Iterable[float]] = ..., windows_gated: _Optional[int] = ...) -> None: ...
 
 class SeparateResponse(_message.Message):
     __slots__ = ("accepted", "stem_block", "progress", "summary")
@@ -157,7 +171,7 @@ class GetInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "selected_by_default", "sample_rate_hertz", "default_chunk_seconds", "default_overlap_seconds", "default_solver_steps", "masked_video_supported")
+    __slots__ = ("name", "selected_by_default", "sample_rate_hertz", "default_chunk_seconds", "default_overlap_seconds", "default_solver_steps", "masked_video_supported", "text_ranker", "visual_ranker", "span_predictor")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SELECTED_BY_DEFAULT_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_RATE_HERTZ_FIELD_NUMBER: _ClassVar[int]
@@ -165,6 +179,9 @@ class ModelInfo(_message.Message):
     DEFAULT_OVERLAP_SECONDS_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_SOLVER_STEPS_FIELD_NUMBER: _ClassVar[int]
     MASKED_VIDEO_SUPPORTED_FIELD_NUMBER: _ClassVar[int]
+    TEXT_RANKER_FIELD_NUMBER: _ClassVar[int]
+    VISUAL_RANKER_FIELD_NUMBER: _ClassVar[int]
+    SPAN_PREDICTOR_FIELD_NUMBER: _ClassVar[int]
     name: str
     selected_by_default: bool
     sample_rate_hertz: int
@@ -172,10 +189,13 @@ class ModelInfo(_message.Message):
     default_overlap_seconds: float
     default_solver_steps: int
     masked_video_supported: bool
-    def __init__(self, name: _Optional[str] = ..., selected_by_default: _Optional[bool] = ..., sample_rate_hertz: _Optional[int] = ..., default_chunk_seconds: _Optional[float] = ..., default_overlap_seconds: _Optional[float] = ..., default_solver_steps: _Optional[int] = ..., masked_video_supported: _Optional[bool] = ...) -> None: ...
+    text_ranker: str
+    visual_ranker: str
+    span_predictor: str
+    def __init__(self, name: _Optional[str] = ..., selected_by_default: _Optional[bool] = ..., sample_rate_hertz: _Optional[int] = ..., default_chunk_seconds: _Optional[float] = ..., default_overlap_seconds: _Optional[float] = ..., default_solver_steps: _Optional[int] = ..., masked_video_supported: _Optional[bool] = ..., text_ranker: _Optional[str] = ..., visual_ranker: _Optional[str] = ..., span_predictor: _Optional[str] = ...) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_streams", "max_stream_seconds", "min_sample_rate_hertz", "max_sample_rate_hertz", "max_channel_count", "max_request_bytes", "max_response_bytes", "max_solver_steps", "max_video_bytes", "max_chunk_seconds", "min_stride_seconds", "max_frame_work", "max_description_bytes", "audio_timeout_seconds", "sample_rate_divisor_hertz")
+    __slots__ = ("max_streams", "max_stream_seconds", "min_sample_rate_hertz", "max_sample_rate_hertz", "max_channel_count", "max_request_bytes", "max_response_bytes", "max_solver_steps", "max_video_bytes", "max_chunk_seconds", "min_stride_seconds", "max_frame_work", "max_description_bytes", "audio_timeout_seconds", "sample_rate_divisor_hertz", "max_candidates")
     MAX_STREAMS_FIELD_NUMBER: _ClassVar[int]
     MAX_STREAM_SECONDS_FIELD_NUMBER: _ClassVar[int]
     MIN_SAMPLE_RATE_HERTZ_FIELD_NUMBER: _ClassVar[int]
@@ -191,6 +211,7 @@ class Limits(_message.Message):
     MAX_DESCRIPTION_BYTES_FIELD_NUMBER: _ClassVar[int]
     AUDIO_TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_RATE_DIVISOR_HERTZ_FIELD_NUMBER: _ClassVar[int]
+    MAX_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     max_streams: int
     max_stream_seconds: float
     min_sample_rate_hertz: int
@@ -206,7 +227,8 @@ class Limits(_message.Message):
     max_description_bytes: int
     audio_timeout_seconds: float
     sample_rate_divisor_hertz: int
-    def __init__(self, max_streams: _Optional[int] = ..., max_stream_seconds: _Optional[float] = ..., min_sample_rate_hertz: _Optional[int] = ..., max_sample_rate_hertz: _Optional[int] = ..., max_channel_count: _Optional[int] = ..., max_request_bytes: _Optional[int] = ..., max_response_bytes: _Optional[int] = ..., max_solver_steps: _Optional[int] = ..., max_video_bytes: _Optional[int] = ..., max_chunk_seconds: _Optional[float] = ..., min_stride_seconds: _Optional[float] = ..., max_frame_work: _Optional[float] = ..., max_description_bytes: _Optional[int] = ..., audio_timeout_seconds: _Optional[float] = ..., sample_rate_divisor_hertz: _Optional[int] = ...) -> None: ...
+    max_candidates: int
+    def __init__(self, max_streams: _Optional[int] = ..., max_stream_seconds: _Optional[float] = ..., min_sample_rate_hertz: _Optional[int] = ..., max_sample_rate_hertz: _Optional[int] = ..., max_channel_count: _Optional[int] = ..., max_request_bytes: _Optional[int] = ..., max_response_bytes: _Optional[int] = ..., max_solver_steps: _Optional[int] = ..., max_video_bytes: _Optional[int] = ..., max_chunk_seconds: _Optional[float] = ..., min_stride_seconds: _Optional[float] = ..., max_frame_work: _Optional[float] = ..., max_description_bytes: _Optional[int] = ..., audio_timeout_seconds: _Optional[float] = ..., sample_rate_divisor_hertz: _Optional[int] = ..., max_candidates: _Optional[int] = ...) -> None: ...
 
 class GetInfoResponse(_message.Message):
     __slots__ = ("models", "sample_formats", "limits", "server_version", "authentication_required")

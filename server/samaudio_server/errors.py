@@ -22,6 +22,7 @@ from samaudio.errors import (
     InvalidRequestError,
     InvalidVideoError,
     ModelUnavailableError,
+    PartNotLoadedError,
     SAMAudioError,
     StreamClosedError,
     VideoTooLargeError,
@@ -72,6 +73,11 @@ class VisionUnavailableError(ServerError):
     """A masked video was sent but the served model was loaded without its vision encoder (no `--vision`)."""
 
 
+class PartUnavailableError(ServerError):
+    """A stream asks for candidates, span prediction or the span gate, and the server was started without the
+    ranker or span predictor they need (`--text-ranker`, `--visual-ranker`, `--span-predictor`)."""
+
+
 class UnauthenticatedError(ServerError):
     """The server needs `authorization: Bearer <token>` metadata and got none or a wrong one."""
 
@@ -97,6 +103,8 @@ STATUS_CODES: dict[type[BaseException], grpc.StatusCode] = {
     ModelUnavailableError: grpc.StatusCode.FAILED_PRECONDITION,
     StreamClosedError: grpc.StatusCode.FAILED_PRECONDITION,
     VisionUnavailableError: grpc.StatusCode.FAILED_PRECONDITION,  # the model is served without --vision
+    PartUnavailableError: grpc.StatusCode.FAILED_PRECONDITION,  # served without the ranker / span predictor asked for
+    PartNotLoadedError: grpc.StatusCode.FAILED_PRECONDITION,  # the library's side of the same condition
     CancelledError: grpc.StatusCode.CANCELLED,  # the client went away; the status only reaches logs
     concurrent.futures.CancelledError: grpc.StatusCode.CANCELLED,
 }

@@ -66,6 +66,39 @@ def build_parser() -> argparse.ArgumentParser:
         help="replicas with --backend ray, each loads the model once on one GPU; auto: one per GPU of the cluster "
         "(default: %(default)s)",
     )
+    quality = p.add_argument_group(
+        "quality parts (issue 16), each loaded only when named",
+        "Relative checkpoint paths are read from the model folder, as the official config keys take them.",
+    )
+    quality.add_argument(
+        "--text-ranker",
+        choices=["judge", "clap", "ensemble"],
+        help="load a text ranker so streams may ask for candidates > 1; ensemble: the model config's ensemble, or "
+        "CLAP (weight 1) and the judge (weight 2) (default: none)",
+    )
+    quality.add_argument(
+        "--visual-ranker", choices=["imagebind"], help="load ImageBind to rank candidates of masked-video streams"
+    )
+    quality.add_argument(
+        "--span-predictor",
+        metavar="NAME",
+        help="load a PE-A-Frame span predictor (hub id, official name such as pe-a-frame-large, or folder) for "
+        "predict_spans and the span gate, which is then on by default (default: none)",
+    )
+    quality.add_argument("--clap-checkpoint", metavar="PATH", help="CLAP checkpoint (default: the released one)")
+    quality.add_argument(
+        "--judge-checkpoint", metavar="ID_OR_FOLDER", help="SAM-Audio Judge hub id or folder (default: the released)"
+    )
+    quality.add_argument(
+        "--imagebind-checkpoint", metavar="PATH", help="ImageBind checkpoint (default: the released imagebind_huge)"
+    )
+    p.add_argument(
+        "--max-candidates",
+        type=int,
+        default=Limits.max_candidates,
+        help="most candidates per window a stream may ask for (each costs about one more separation) "
+        "(default: %(default)s)",
+    )
     p.add_argument(
         "--vision",
         action="store_true",
@@ -173,8 +206,31 @@ def read_tls(cert: Path, key: Path) -> tuple[bytes, bytes]:
     return cert.read_bytes(), key.read_bytes()
 
 
+def quality_parts(args: argparse.Namespace) -> dict:
+    """`SAMAudio.from_pretrained` keywords for --text-ranker, --visual-ranker and --span-predictor: a kind alone
+    takes the model config's entry of that kind (or the released weights), a checkpoint option the config keys."""
+    clap = {"kind": "clap", "checkpoint": args.clap_checkpoint}
+    judge = {"kind": "judge"} | ({"checkpoint_or_model_id": args.judge_checkpoint} if args.judge_checkpoint else {})
+    parts: dict = {}
+    if args.text_ranker is not None:
+        custom = args.clap_checkpoint or args.judge_checkpoint
+        if not custom:
+            parts["text_ranker"] = args.text_ranker
+        elif args.text_ranker == "ensemble":  # the official ensemble's weights
+            parts["text_ranker"] = {"kind": "ensemble", "rankers": {"clap": [clap, 1.0], "judge": [judge, 2.0]}}
+        else:
+            parts["text_ranker"] = clap if args.text_ranker == "clap" else judge
+    if args.visual_ranker is not None:
+        parts["visual_ranker"] = {"kind": "imagebind", "checkpoint": args.imagebind_checkpoint}
+    if args.span_predictor:
+        parts["span_predictor"] = args.span_predictor
+    return parts
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    if args.backend == "ray" and quality_parts(args):
+        sys.exit("samaudio-server: --text-ranker, --visual-ranker and --span-predictor need --backend local for now")
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if (args.tls_cert is None) != (args.tls_key is None):
         sys.exit("samaudio-server: --tls-cert and --tls-key go together: give both for TLS, or neither")
@@ -195,7 +251,9 @@ def main(argv: list[str] | None = None) -> None:
             worker = connect(spec, address=args.ray_address, replicas=args.replicas)
             model, processor = worker.model, worker.processor()
         else:
-            model, processor = catalog.load(args.model, device=args.device, dtype=args.dtype, vision=args.vision)
+            model, processor = catalog.load(
+                args.model, device=args.device, dtype=args.dtype, vision=args.vision, **quality_parts(args)
+            )
     except SAMAudioError as e:
         sys.exit(
             f"samaudio-server: {e}\n--model takes a name from `samaudio models` (e.g. demo-tiny: untrained, no "
@@ -207,6 +265,7 @@ def main(argv: list[str] | None = None) -> None:
         max_stream_seconds=args.max_seconds,
         max_video_bytes=args.max_video_bytes,
         audio_timeout_seconds=args.audio_timeout,
+        max_candidates=args.max_candidates,
     )
     try:
         server, port = create_server(

@@ -13,6 +13,7 @@ import concurrent.futures
 import logging
 import math
 import queue
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from samaudio_server.errors import (
     DrainingError,
     ProtocolError,
     StreamTooLongError,
+    PartUnavailableError,
     TooManyStreamsError,
     AudioTimeoutError,
     UnparseableRequestError,
@@ -100,6 +102,9 @@ class Limits:
     keepalive_seconds: float = 60.0
     keepalive_timeout_seconds: float = 20.0
     max_connection_idle_seconds: float = 300.0
+    # Candidates per window: each costs about one more separation of every window (bench rerank), so a stream
+    # asking for many holds the device K times as long.
+    max_candidates: int = 8
 
 
 class StreamGate:
@@ -201,6 +206,26 @@ def decode_video(video: pb.MaskedVideo, max_bytes: int) -> Any:
             )
         prompt = prompt.with_masks(torch.from_numpy(np.frombuffer(video.masks, np.uint8).reshape(N, H, W).copy()))
     return prompt
+
+
+def span_threshold() -> float:
+    """The span predictor's default threshold (owned by the library)."""
+    from samaudio.model.span_predictor import DEFAULT_THRESHOLD
+
+    return DEFAULT_THRESHOLD
+
+
+def ranker_kind(ranker: Any) -> str:
+    """A loaded ranker's kind as its config names it ("judge", "clap", "ensemble", "imagebind"); "" for None."""
+    if ranker is None:
+        return ""
+    from samaudio.ranking.config import KINDS
+
+    for kind, config_class in KINDS.items():
+        if isinstance(getattr(ranker, "config", None), config_class):
+            return kind
+    name = type(ranker).__name__
+    return name[: -len("Ranker")].lower() if name.endswith("Ranker") else name
 
 
 def encode_audio(frames: np.ndarray, fmt: int) -> bytes:
@@ -318,6 +343,14 @@ class SeparationServicer(pb_grpc.SeparationServiceServicer):
         """Whether the model was loaded with its vision encoder (takes masked videos)."""
         return getattr(self.model, "vision_encoder", None) is not None
 
+    @property
+    def span_predictor_name(self) -> str:
+        """The loaded span predictor's name (a folder's last part, never the server's path); empty when none."""
+        if getattr(self.model, "span_predictor", None) is None:
+            return ""
+        name = str(getattr(self.model.config, "span_predictor", None) or "span_predictor")
+        return name.rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1] if os.path.isdir(name) else name
+
     # ------------------------------------------------------------------ GetInfo
 
     def GetInfo(self, request: pb.GetInfoRequest, context: grpc.ServicerContext) -> pb.GetInfoResponse:
@@ -332,6 +365,9 @@ class SeparationServicer(pb_grpc.SeparationServiceServicer):
                     default_overlap_seconds=self.defaults.overlap_seconds,
                     default_solver_steps=self.defaults.solver_steps,
                     masked_video_supported=self.video_supported,
+                    text_ranker=ranker_kind(getattr(self.model, "text_ranker", None)),
+                    visual_ranker=ranker_kind(getattr(self.model, "visual_ranker", None)),
+                    span_predictor=self.span_predictor_name,
                 )
             ],
             sample_formats=list(SAMPLE_DTYPES),
@@ -351,6 +387,7 @@ class SeparationServicer(pb_grpc.SeparationServiceServicer):
                 max_description_bytes=lim.max_description_bytes,
                 audio_timeout_seconds=lim.audio_timeout_seconds,
                 sample_rate_divisor_hertz=lim.sample_rate_divisor_hertz,
+                max_candidates=lim.max_candidates,
             ),
             server_version=self.version,
             authentication_required=self.authentication_required,
@@ -438,6 +475,10 @@ class SeparationServicer(pb_grpc.SeparationServiceServicer):
             on_progress=lambda done, known: progress.append((done, known)),
             worker=worker,
             video=video,
+            candidates=config.candidates,
+            predict_spans=config.predict_spans,
+            span_gate=config.span_gate,
+            span_threshold=config.span_threshold,
         )
 
         finished = threading.Event()
@@ -489,6 +530,9 @@ class SeparationServicer(pb_grpc.SeparationServiceServicer):
                 windows=separator.windows_done,
                 model_evaluations=separator.nfe,
                 elapsed_seconds=time.monotonic() - started,
+                candidates_evaluated=separator.candidates_evaluated,
+                chosen_scores=separator.chosen_scores,
+                windows_gated=separator.windows_gated,
             )
         )
 
@@ -554,6 +598,7 @@ class SeparationServicer(pb_grpc.SeparationServiceServicer):
                 f"solver_steps={config.solver_steps} is outside 1..{lim.max_solver_steps}: leave it unset for the "
                 f"default {self.defaults.solver_steps}"
             )
+        self._check_quality(config, has_video)
         stems = list(config.stems)
         if any(s not in (pb.STEM_TARGET, pb.STEM_RESIDUAL) for s in stems) or len(set(stems)) != len(stems):
             raise InvalidRequestError(
@@ -569,15 +614,21 @@ class SeparationServicer(pb_grpc.SeparationServiceServicer):
         effective.solver_steps = config.solver_steps if config.HasField("solver_steps") else d.solver_steps
         if not stems:
             effective.stems[:] = [pb.STEM_TARGET, pb.STEM_RESIDUAL]
+        effective.candidates = config.candidates if config.HasField("candidates") else self.defaults.candidates
+        effective.predict_spans = config.predict_spans
+        has_spans = getattr(self.model, "span_predictor", None) is not None
+        effective.span_gate = config.span_gate if config.HasField("span_gate") else has_spans
+        effective.span_threshold = config.span_threshold if config.HasField("span_threshold") else span_threshold()
         self.check_cost(
-            effective.chunk_seconds, effective.overlap_seconds, config.channel_count, effective.solver_steps
+            effective.chunk_seconds, effective.overlap_seconds, config.channel_count, effective.solver_steps,
+            effective.candidates,
         )
         if has_video:  # the bytes stay with the request: the effective config reports the video's shape
             effective.masked_video.ClearField("source")
             effective.masked_video.ClearField("masks")
         return effective
 
-    def check_cost(self, chunk: float, overlap: float, channels: int, steps: int) -> None:
+    def check_cost(self, chunk: float, overlap: float, channels: int, steps: int, candidates: int = 1) -> None:
         """The per-request cost caps of `Limits`, on numbers not yet used in any arithmetic (issue 19)."""
         lim = self.limits
         if not (math.isfinite(chunk) and 0 < chunk <= lim.max_chunk_seconds):
@@ -597,13 +648,44 @@ class SeparationServicer(pb_grpc.SeparationServiceServicer):
                 f"server's smallest stride of {lim.min_stride_seconds:g} s (Limits.min_stride_seconds): use a "
                 "shorter overlap"
             )
-        work = channels * steps * chunk / stride
+        work = channels * steps * candidates * chunk / stride  # each candidate is one more solve of every window
         if work > lim.max_frame_work:
+            each = f" x {candidates} candidates" if candidates > 1 else ""
             raise InvalidRequestError(
-                f"{channels} channel(s) x {steps} solver steps x {chunk / stride:.3g} windows per frame (chunk "
+                f"{channels} channel(s) x {steps} solver steps{each} x {chunk / stride:.3g} windows per frame (chunk "
                 f"{chunk:g} s / stride {stride:.4g} s) is {work:.4g} units of model work per frame, more than this "
                 f"server's {lim.max_frame_work:g} (Limits.max_frame_work): use fewer solver steps, a shorter "
                 "overlap or fewer channels per stream"
+                + (", or fewer candidates" if candidates > 1 else "")
+            )
+
+    def _check_quality(self, config: pb.SeparationConfig, has_video: bool) -> None:
+        """Candidates, span prediction and the span gate: in range, and only for parts this server loaded."""
+        lim = self.limits
+        if config.HasField("candidates") and not 1 <= config.candidates <= lim.max_candidates:
+            raise InvalidRequestError(
+                f"candidates={config.candidates} is outside 1..{lim.max_candidates} (each candidate costs about one "
+                "more separation of every window): ask for fewer, or leave it unset for 1"
+            )
+        text, visual = getattr(self.model, "text_ranker", None), getattr(self.model, "visual_ranker", None)
+        if config.candidates > 1 and text is None and (visual is None or not has_video):
+            raise PartUnavailableError(
+                f"candidates={config.candidates} needs a ranker to choose among them, but the server was started "
+                "without a text ranker: ask for 1 candidate, or use a server started with the server option "
+                "--text-ranker (GetInfo: ModelInfo.text_ranker)"
+            )
+        if getattr(self.model, "span_predictor", None) is None:
+            asked = [name for name in ("predict_spans", "span_gate") if getattr(config, name)]
+            if asked:
+                raise PartUnavailableError(
+                    f"{' and '.join(asked)} need(s) the span predictor, but the server was started without one: "
+                    "leave them unset, or use a server started with the server option --span-predictor "
+                    "(GetInfo: ModelInfo.span_predictor)"
+                )
+        if config.HasField("span_threshold") and not 0.0 <= config.span_threshold <= 1.0:
+            raise InvalidRequestError(
+                f"span_threshold={config.span_threshold} is not a frame probability in 0..1: leave it unset for "
+                f"{span_threshold()}"
             )
 
     def _masked_video(self, sent: pb.SeparationConfig, effective: pb.SeparationConfig) -> Any:
