@@ -12,8 +12,8 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import math
-import queue
 import os
+import queue
 import threading
 import time
 from dataclasses import dataclass
