@@ -127,9 +127,11 @@ def item(file: Path, position: float, length: float, startoffs: float = 0.0, **t
     return {"position": position, "length": length, "selected": True, "take": take}
 
 
-def answers(description: str, server: str, token: str = "", span: str = "n", program: Path | str = "samaudio") -> list:
-    """What the user types into the dialog's five fields."""
-    return [description, server, token, span, str(program)]
+def answers(
+    description: str, server: str, token: str = "", span: str = "n", program: Path | str = "samaudio", quality="fast"
+) -> list:
+    """What the user types into the dialog's six fields."""
+    return [description, server, token, span, str(program), quality]
 
 
 def assert_clean(report: dict) -> None:
@@ -424,6 +426,28 @@ def test_reaper_refuses_an_empty_description(lua, tmp_path):
     assert_project_untouched(report, ["Drums"])
 
 
+def test_reaper_refuses_an_unknown_quality(lua, tmp_path):
+    src = write_wav(tmp_path / "take.wav", 1.0, 48000, 1)
+    report = run_reaper(
+        lua, tmp_path, tracks=[{"name": "Drums", "items": [item(src, 0.0, 1.0)]}],
+        dialogs=[answers("snare drum", "127.0.0.1:1", quality="ultra")],
+    )
+    (shown,) = report["messages"]
+    assert "Quality is fast or best" in shown["text"]
+    assert report["exec"] == []
+
+
+def test_reaper_best_quality_asks_for_candidates_and_predicted_spans(lua):
+    job = "{file = 'a.wav', region_start = 1, region_length = 2}"
+    calls = [
+        f"table.concat(M.cli_args({job}, {{description = 'x', server = 's:1', quality = '{q}'}}, 'out'), ' ')"
+        for q in ("fast", "best")
+    ]
+    fast, best = lua_helpers(lua, calls)
+    assert "--candidates" not in fast and "--predict-spans" not in fast
+    assert best == fast + " --candidates 4 --predict-spans"
+
+
 def test_reaper_does_nothing_when_the_dialog_is_cancelled(lua, tmp_path):
     src = write_wav(tmp_path / "take.wav", 1.0, 48000, 1)
     report = run_reaper(lua, tmp_path, tracks=[{"name": "Drums", "items": [item(src, 0.0, 1.0)]}], dialogs=["cancel"])
@@ -441,9 +465,9 @@ def test_reaper_remembers_the_dialog_s_answers_for_the_next_run(lua, tmp_path):
         lua, tmp_path, runs=2, tracks=[{"name": "Drums", "items": [item(src, 0.0, 1.0)]}], dialogs=[typed, "cancel"]
     )
     first, second = report["dialogs"]
-    assert first["shown"] == ["", "127.0.0.1:50051", "", "n", "samaudio"]  # the defaults
+    assert first["shown"] == ["", "127.0.0.1:50051", "", "n", "samaudio", "fast"]  # the defaults
     assert second["shown"] == typed  # commas in the description survive: the dialog separates with newlines
-    for key, value in zip(("description", "server", "token", "span_mode", "program"), typed):
+    for key, value in zip(("description", "server", "token", "span_mode", "program", "quality"), typed):
         assert report["extstate"][f"samaudio/{key}"] == {"value": value, "persist": True}
 
 

@@ -3,10 +3,17 @@ the parts GetInfo lists, FAILED_PRECONDITION for a part the server did not load,
 
 from __future__ import annotations
 
+import os
+import subprocess
+
 import grpc
 import numpy as np
 import pytest
+import soundfile as sf
 from server_fixtures import (
+    CHUNK_SECONDS,
+    OVERLAP_SECONDS,
+    SOLVER_STEPS,
     channel,  # noqa: F401 (fixtures)
     config,
     golden_server,  # noqa: F401
@@ -25,11 +32,17 @@ from samaudio.v1 import separation_pb2_grpc as pb_grpc
 
 
 @pytest.fixture(scope="module")
-def quality_stub(quality_model, golden_processor):
+def quality_server(quality_model, golden_processor) -> str:
+    """The golden model with its span predictor and ensemble text ranker, served on loopback: its address."""
     server, port = start_server(quality_model, golden_processor)
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
-        yield pb_grpc.SeparationServiceStub(ch)
+    yield f"127.0.0.1:{port}"
     server.stop(0)
+
+
+@pytest.fixture(scope="module")
+def quality_stub(quality_server):
+    with grpc.insecure_channel(quality_server) as ch:
+        yield pb_grpc.SeparationServiceStub(ch)
 
 
 def test_get_info_lists_the_loaded_parts(quality_stub, stub):
@@ -102,3 +115,51 @@ def test_samaudio_server_loads_the_parts_its_options_name(golden_dir):
             info = pb_grpc.SeparationServiceStub(ch).GetInfo(pb.GetInfoRequest(), timeout=30)
     model = info.models[0]
     assert (model.text_ranker, model.span_predictor, info.limits.max_candidates) == ("judge", "span_predictor", 3)
+
+
+def test_the_python_client_sends_the_quality_settings_and_reads_the_scores(quality_server):
+    from samaudio_client import Client
+
+    audio = make_audio(0.6, 48000, 1, seed=6)
+    with Client(quality_server) as client:
+        stems = client.separate(
+            audio, 48000, "a chirp", candidates=2, predict_spans=True, span_gate=False, chunk_seconds=CHUNK_SECONDS,
+            overlap_seconds=OVERLAP_SECONDS, solver_steps=SOLVER_STEPS,
+        )
+        model = client.info().models[0]
+    s = stems.summary
+    assert (s.settings.candidates, s.settings.predict_spans, s.settings.span_gate) == (2, True, False)
+    assert s.candidates_evaluated == 2 * s.windows and len(s.chosen_scores) == s.windows
+    assert (model.text_ranker, model.span_predictor) == ("ensemble", "span_predictor")
+
+
+def run_cli(python: str, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("SAMAUDIO_TOKEN", "SAMAUDIO_SERVER")}
+    env.setdefault("OMP_NUM_THREADS", "1")  # the server shares the cores in this process
+    command = [python, "-m", "samaudio_client.cli", *args]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, check=False)
+
+
+FAST = ["--chunk-seconds", str(CHUNK_SECONDS), "--overlap-seconds", str(OVERLAP_SECONDS), "--steps", str(SOLVER_STEPS)]
+
+
+def test_the_cli_flags_reach_the_server(thin_python, quality_server, tmp_path):
+    sf.write(tmp_path / "take.wav", make_audio(0.9, 48000, 1, seed=7), 48000, subtype="FLOAT")
+    args = ["separate", str(tmp_path / "take.wav"), "--text", "a chirp", "--server", quality_server, *FAST]
+    result = run_cli(thin_python, *args, "--candidates", "2", "--predict-spans", "--no-span-gate")
+    assert result.returncode == 0, result.stderr
+    assert "2 candidates per window (" in result.stderr and "mean chosen score" in result.stderr
+    assert "predicted spans" in result.stderr and "span gate" not in result.stderr
+    gated = run_cli(thin_python, *args, "--span-gate")
+    assert gated.returncode == 0 and "span gate (" in gated.stderr, gated.stderr
+    info = run_cli(thin_python, "info", "--server", quality_server)
+    assert "text ranker ensemble" in info.stdout and "span predictor span_predictor" in info.stdout, info.stdout
+
+
+def test_the_cli_says_which_server_option_a_part_needs(thin_python, golden_server, tmp_path):  # noqa: F811
+    sf.write(tmp_path / "take.wav", make_audio(0.3, 48000, 1, seed=8), 48000, subtype="FLOAT")
+    server = f"127.0.0.1:{golden_server[1]}"
+    result = run_cli(thin_python, "separate", str(tmp_path / "take.wav"), "--text", "x", "--server", server,
+                     *FAST, "--candidates", "3")
+    assert result.returncode == 3
+    assert "server option --text-ranker" in result.stderr and "FAILED_PRECONDITION" in result.stderr, result.stderr

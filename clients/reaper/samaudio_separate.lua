@@ -15,7 +15,8 @@
 --
 --   Needs the samaudio thin client on this computer (`pip install samaudio`, which provides the
 --   `samaudio` program) and a samaudio server to talk to. The dialog remembers the description,
---   server address, token, mode and the path of the `samaudio` program.
+--   server address, token, mode, the path of the `samaudio` program and the quality: fast, or best
+--   (4 candidates chosen by the server's ranker, with predicted spans; about 4x the time).
 -- @provides
 --   [main] .
 -- @changelog
@@ -51,8 +52,16 @@ local DEFAULTS = {
   token = "",
   span_mode = "n",
   program = "samaudio",               -- on PATH; set a full path when REAPER's PATH lacks it (macOS apps)
+  quality = "fast",
 }
-local SETTING_KEYS = { "description", "server", "token", "span_mode", "program" }
+local SETTING_KEYS = { "description", "server", "token", "span_mode", "program", "quality" }
+-- The dialog's quality choice as `samaudio separate` options. best: four candidates ranked by the server's
+-- text ranker, each window prompted with the predicted spans (needs a server started with --text-ranker and
+-- --span-predictor); about four times the work of fast.
+local QUALITY_ARGS = {
+  fast = {},
+  best = { "--candidates", "4", "--predict-spans" },
+}
 local RUNNING_KEY = "running_job"      -- non-persistent ExtState: the job folder of the running separation
 local POLL_SECONDS = 0.1               -- how often the job's files are read
 local START_TIMEOUT = 60               -- the wrapper must have started the program by then (first PowerShell start is slow)
@@ -214,10 +223,11 @@ local function ask_settings(s)
   -- A newline separates the answers, so a description may contain commas.
   local captions = table.concat({
     "Sound to extract", "Server (host:port)", "*Token (blank: none)",
-    "Selection as span prompt (y/n)", "samaudio program", "extrawidth=240", "separator=\n",
+    "Selection as span prompt (y/n)", "samaudio program", "Quality (fast/best)", "extrawidth=240",
+    "separator=\n",
   }, ",")
-  local shown = table.concat({ s.description, s.server, s.token, s.span_mode, s.program }, "\n")
-  local ok, answer = reaper.GetUserInputs("samaudio: Separate selection", 5, captions, shown)
+  local shown = table.concat({ s.description, s.server, s.token, s.span_mode, s.program, s.quality }, "\n")
+  local ok, answer = reaper.GetUserInputs("samaudio: Separate selection", 6, captions, shown)
   if not ok then return nil end
   local f = split(answer, "\n")
   return {
@@ -226,6 +236,7 @@ local function ask_settings(s)
     token = trim(f[3] or ""),
     span_mode = is_yes(f[4] or "") and "y" or "n",
     program = trim(f[5] or ""),
+    quality = trim(f[6] or ""):lower(),
   }
 end
 
@@ -349,6 +360,7 @@ function M.cli_args(job, settings, out_dir)
     args[#args + 1] = "--span"
     args[#args + 1] = "+" .. secs(job.span[1]) .. ":" .. secs(job.span[2])
   end
+  for _, a in ipairs(QUALITY_ARGS[settings.quality or DEFAULTS.quality] or {}) do args[#args + 1] = a end
   return args
 end
 
@@ -771,6 +783,12 @@ function M.main()
     return
   end
   if settings.program == "" then settings.program = DEFAULTS.program end
+  if settings.quality == "" then settings.quality = DEFAULTS.quality end
+  if not QUALITY_ARGS[settings.quality] then
+    message("Quality is fast or best (best: 4 candidates and predicted spans, about 4x the time; the server "
+      .. "needs a text ranker and a span predictor).")
+    return
+  end
   save_settings(settings)
   local job
   job, why = M.resolve_selection(settings.span_mode == "y")

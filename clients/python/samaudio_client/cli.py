@@ -42,7 +42,14 @@ from samaudio import __version__  # noqa: E402 - after the verbosity
 from samaudio.errors import SAMAudioError  # torch-free: the library's errors import nothing
 from samaudio_client.errors import SamaudioError
 from samaudio_client.files import FORMATS, AudioFileError, Region, StemWriter, output_subtype, read_blocks, stem_paths
-from samaudio_client.options import add_connection, add_stream_settings, positive, seconds, stream_settings
+from samaudio_client.options import (
+    add_connection,
+    add_quality_settings,
+    add_stream_settings,
+    positive,
+    seconds,
+    stream_settings,
+)
 from samaudio_client.server_stack import SERVER_EXTRA, missing_server_modules
 from samaudio_client.spans import Span, SpanError, parse_span, to_region
 
@@ -152,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="sample format of the stems, e.g. PCM_16, PCM_24, FLOAT (default: the input's, if the format holds it)",
     )
     add_stream_settings(p)
+    add_quality_settings(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary on stderr")
 
     p = commands.add_parser(
@@ -350,7 +358,7 @@ def separate_remote(args: argparse.Namespace, jobs: list[Job]) -> None:
             return (
                 f"server {args.server}, model {s.model}, {_count(summary.windows, 'window')}, "
                 f"chunk {s.chunk_seconds:g} s, "
-                f"{s.solver_steps} steps"
+                f"{s.solver_steps} steps" + _quality_note(summary)
             )
 
         for job in jobs:
@@ -408,6 +416,20 @@ def _import_engine() -> Any:
     import samaudio.streaming
 
     return samaudio.streaming
+
+
+def _quality_note(summary: Any) -> str:
+    """What the quality path did, for the summary line: candidates and their scores, gated windows."""
+    s, note = summary.settings, ""
+    if s.candidates > 1:
+        scores = summary.chosen_scores
+        mean = f", mean chosen score {sum(scores) / len(scores):.3g}" if scores else ""
+        note += f", {s.candidates} candidates per window ({summary.candidates_evaluated} solved{mean})"
+    if s.predict_spans:
+        note += ", predicted spans"
+    if s.span_gate:
+        note += f", span gate ({_count(summary.windows_gated, 'window')} silent)"
+    return note
 
 
 def separate_local(args: argparse.Namespace, jobs: list[Job]) -> None:
@@ -481,6 +503,9 @@ def cmd_info(args: argparse.Namespace) -> None:
             f"model     {m.name}{' (default)' if m.default else ''}: {m.sample_rate} Hz, chunk {m.chunk_seconds:g} s, "
             f"overlap {m.overlap_seconds:g} s, {m.solver_steps} solver steps"
             f"{', takes --video' if m.masked_video_supported else ''}"
+            f"{f', text ranker {m.text_ranker} (--candidates)' if m.text_ranker else ''}"
+            f"{f', visual ranker {m.visual_ranker}' if m.visual_ranker else ''}"
+            f"{f', span predictor {m.span_predictor} (--predict-spans, --span-gate)' if m.span_predictor else ''}"
         )
     print(f"formats   {', '.join(info.sample_formats)}")
     for name, value in info.limits.items():

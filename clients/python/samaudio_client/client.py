@@ -92,6 +92,9 @@ class Settings:
     seed: int
     solver_steps: int
     model_sample_rate: int  # the rate the model works at; the audio is resampled inside
+    candidates: int = 1  # candidate solutions per window, one kept by the server's ranker
+    predict_spans: bool = False  # windows prompted with the spans the server's span predictor found
+    span_gate: bool = False  # windows without predicted activity skipped: target silence, residual the input
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,9 @@ class Summary:
     windows: int
     model_evaluations: int
     elapsed_seconds: float  # on the server, from the config to the summary
+    candidates_evaluated: int = 0  # candidate solutions solved, over windows and channels
+    chosen_scores: tuple[float, ...] = ()  # the ranker's score of each kept candidate, per window and channel
+    windows_gated: int = 0  # windows the span gate skipped
 
 
 @dataclass(frozen=True)
@@ -122,6 +128,9 @@ class ModelInfo:
     overlap_seconds: float
     solver_steps: int
     masked_video_supported: bool = False  # takes a `Video` (the server loaded the model's vision encoder)
+    text_ranker: str = ""  # kind of the server's text ranker ("judge", "clap", "ensemble"); "" for none
+    visual_ranker: str = ""  # kind of its visual ranker ("imagebind"); "" for none
+    span_predictor: str = ""  # name of its span predictor; "" for none
 
 
 @dataclass(frozen=True)
@@ -143,6 +152,9 @@ class SeparationOptions(TypedDict, total=False):
     overlap_seconds: float  # crossfade between windows, < chunk_seconds
     seed: int  # initial noise of the solver: same input and seed, same stems
     solver_steps: int  # ODE steps (two model evaluations each)
+    candidates: int  # candidate solutions per window, > 1 needs a server with a ranker (ModelInfo.text_ranker)
+    predict_spans: bool  # prompt each window with predicted spans; needs a span predictor (ModelInfo.span_predictor)
+    span_gate: bool  # skip windows without predicted activity; default: on when the server has a span predictor
 
 
 class VideoError(SamaudioError):
@@ -288,8 +300,8 @@ def _config(
         channel_count=int(channels),
         sample_format=pb.SAMPLE_FORMAT_FLOAT32_LE,
     )
-    for name in ("chunk_seconds", "overlap_seconds", "seed", "solver_steps"):
-        if options.get(name) is not None:
+    for name in SeparationOptions.__annotations__:
+        if name != "model" and options.get(name) is not None:
             setattr(config, name, options[name])
     if video is not None:
         if not isinstance(video, Video):
@@ -375,6 +387,9 @@ class _Incoming:
                 c.seed,
                 c.solver_steps,
                 response.accepted.model_sample_rate_hertz,
+                c.candidates or 1,
+                c.predict_spans,
+                c.span_gate,
             )
         elif kind == "stem_block":
             b = response.stem_block
@@ -407,6 +422,9 @@ class _Incoming:
             int(s.windows),
             int(s.model_evaluations),
             float(s.elapsed_seconds),
+            int(s.candidates_evaluated),
+            tuple(float(x) for x in s.chosen_scores),
+            int(s.windows_gated),
         )
 
 
@@ -451,6 +469,9 @@ def _info(response: pb.GetInfoResponse, health: str, target: str) -> ServerInfo:
                 m.default_overlap_seconds,
                 m.default_solver_steps,
                 m.masked_video_supported,
+                m.text_ranker,
+                m.visual_ranker,
+                m.span_predictor,
             )
             for m in response.models
         ],

@@ -85,6 +85,31 @@ def add_stream_settings(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_quality_settings(p: argparse.ArgumentParser) -> None:
+    """--candidates, --predict-spans, --span-gate / --no-span-gate: the quality path (needs the server's parts)."""
+    p.add_argument(
+        "--candidates",
+        type=positive(int),
+        metavar="K",
+        help=f"solve each window from K noises and keep the one the server's ranker scores best; about K times the "
+        f"work, and K > 1 needs a server with a text ranker (samaudio info) (default: {STREAM_DEFAULTS.candidates})",
+    )
+    p.add_argument(
+        "--predict-spans",
+        action="store_true",
+        default=None,
+        help="prompt each window with the spans where the server's span predictor hears the sound (needs a server "
+        "with a span predictor)",
+    )
+    p.add_argument(
+        "--span-gate",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="silence the target of windows where the span predictor hears nothing, the residual keeps the mix "
+        "(default: on when the server has a span predictor)",
+    )
+
+
 def stream_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The stream settings given on the command line, as `SeparationOptions` fields (unset ones left out)."""
     settings = {
@@ -92,5 +117,8 @@ def stream_settings(args: argparse.Namespace) -> dict[str, Any]:
         "overlap_seconds": args.overlap_seconds,
         "seed": args.seed,
         "solver_steps": args.steps,
+        "candidates": getattr(args, "candidates", None),
+        "predict_spans": getattr(args, "predict_spans", None),
+        "span_gate": getattr(args, "span_gate", None),
     }
     return {k: v for k, v in settings.items() if v is not None}

@@ -51,7 +51,13 @@ from pythonosc.udp_client import SimpleUDPClient
 from samaudio_client.client import Client, SeparationOptions
 from samaudio_client.errors import SamaudioError
 from samaudio_client.files import FORMATS, Region, StemWriter, output_subtype, stem_paths
-from samaudio_client.options import add_connection, add_stream_settings, positive, stream_settings
+from samaudio_client.options import (
+    add_connection,
+    add_quality_settings,
+    add_stream_settings,
+    positive,
+    stream_settings,
+)
 from samaudio_client.spans import Span, parse_span, to_region
 
 __all__ = [
@@ -474,6 +480,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--out-dir", type=Path, metavar="DIR", help="where to write the stems (default: beside each input)")
     p.add_argument("--format", choices=sorted(FORMATS), default="wav", help="output format (default: %(default)s)")
     add_stream_settings(p)
+    add_quality_settings(p)
     p.add_argument(
         "--jobs", type=positive(int), default=4, metavar="N",
         help="separations run at once; more wait their turn (default: %(default)s)",
