@@ -188,6 +188,21 @@ def run_rerank(s: Settings) -> dict[str, Any]:
     return out
 
 
+def run_quality(s: Settings) -> dict[str, Any]:
+    from bench.quality import measure_gate_effect, measure_server_memory, measure_stream_candidates_cost
+
+    common = dict(
+        preset=s.rerank_preset, seconds=s.serving_seconds, chunk=s.serving_chunk_seconds,
+        overlap=s.serving_overlap_seconds, steps=s.rerank_memory_steps,
+    )
+    out = measure_stream_candidates_cost(
+        candidates=s.rerank_candidates, repeats=s.rerank_repeats, device=s.device, **common
+    )
+    out.update(measure_gate_effect(repeats=s.rerank_repeats, device=s.device, **common))
+    out.update(measure_server_memory(**common))
+    return out
+
+
 def run_cluster(s: Settings) -> dict[str, Any]:
     from bench.cluster import measure_cluster
 
@@ -217,6 +232,7 @@ MEASUREMENTS: dict[str, Callable[[Settings], dict[str, Any]]] = {
     "serving": run_serving,  # grpc_overhead_ratio and first_audio_latency_ratio
     "rtf": run_rtf,
     "rerank": run_rerank,  # K candidates vs one, peak memory with a ranker loaded vs without
+    "quality": run_quality,  # streaming: K candidates per window vs one, the span gate, server memory with parts
     "cluster": run_cluster,  # the Ray Serve backend ([cluster] extra): replicas, front-door overhead
     "reliability": run_reliability,  # hostile clients against a server process
     "stages": run_stages,  # separate() per stage before / after #20, target-only, residual-free, bf16; a stream

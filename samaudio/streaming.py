@@ -981,8 +981,9 @@ class StreamingSeparator:
             raise InvalidRequestError(f"max_batch is {max_batch!r}: give a positive number of windows per model call")
         if not _is_int(candidates) or candidates < 1:
             raise InvalidRequestError(f"candidates is {candidates!r}: give 1 or more starting noises per window")
-        ranker = model.text_ranker if video is None else (model.visual_ranker or model.text_ranker)
-        if candidates > 1 and ranker is None:
+        # getattr: a worker's view of a model (a cluster front door) may hold no parts at all
+        text, visual = getattr(model, "text_ranker", None), getattr(model, "visual_ranker", None)
+        if candidates > 1 and text is None and (video is None or visual is None):
             raise PartNotLoadedError(
                 f"{candidates} candidates need a ranker to choose among them, but the model was loaded without "
                 f"{'a text' if video is None else 'a visual or text'} ranker: load one with "

@@ -90,6 +90,15 @@ def test_rerank_cost_and_memory_are_given():
     assert_finite_keys(figures, ["rerank_peak_rss_without_ranker_mib"])
 
 
+def test_the_span_gate_figures_are_given():
+    from bench.quality import measure_gate_effect
+
+    figures = measure_gate_effect("demo-tiny", seconds=0.3, chunk=0.16, overlap=0.04, steps=1, repeats=1)
+    assert figures["gate_windows_closed"] == figures["gate_windows"] > 1
+    assert figures["gate_target_rms_dbfs_with_gate"] == float("-inf")  # exact silence where the gate closes
+    assert_finite_keys(figures, ["gate_target_rms_dbfs_without_gate", "gate_wall_with_gate_seconds"])
+
+
 def test_a_benchmark_server_child_process_serves_and_stops():
     import grpc
 
