@@ -163,3 +163,11 @@ def test_the_cli_says_which_server_option_a_part_needs(thin_python, golden_serve
                      *FAST, "--candidates", "3")
     assert result.returncode == 3
     assert "server option --text-ranker" in result.stderr and "FAILED_PRECONDITION" in result.stderr, result.stderr
+
+
+def test_samaudio_server_refuses_parts_for_an_untrained_preset():
+    from samaudio_server.main import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["--model", "demo-tiny", "--span-predictor", "pe-a-frame-large", "--port", "0"])
+    assert "has no span_predictor" in str(info.value.code)

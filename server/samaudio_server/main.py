@@ -259,6 +259,12 @@ def main(argv: list[str] | None = None) -> None:
             f"samaudio-server: {e}\n--model takes a name from `samaudio models` (e.g. demo-tiny: untrained, no "
             "download), a local folder (config.json + weights) or a hub id you can download."
         )
+    missing = [name for name in quality_parts(args) if getattr(model, name, None) is None]
+    if missing:  # an untrained preset is built without them
+        sys.exit(
+            f"samaudio-server: {args.model} has no {' or '.join(missing)} to load (an untrained preset): give a model "
+            "folder or hub id with --text-ranker, --visual-ranker or --span-predictor"
+        )
 
     limits = Limits(
         max_streams=args.max_streams,
