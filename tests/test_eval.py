@@ -169,6 +169,7 @@ def test_through_a_server_every_item_is_separated_by_its_streaming_engine(golden
     out = tmp_path / "served"
     args = _args(golden_dir, eval_data, out, "--server", f"127.0.0.1:{port}")
     args[args.index("--metrics") + 1] = "sisdr"
+    del args[args.index("--model") : args.index("--model") + 2]  # the server's model
     assert main(args) == 0
     rows = _rows(out, "sfx")
     assert [r["id"] for r in rows] == sorted(ITEMS)

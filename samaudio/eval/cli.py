@@ -11,11 +11,11 @@ import argparse
 import json
 import logging
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 DEFAULT_DATA = Path(os.environ.get("SAMAUDIO_EVAL_DATA", Path.home() / ".cache" / "samaudio" / "eval"))
+DEFAULT_MODEL = "facebook/sam-audio-large"  # the official harness's default checkpoint
 DEFAULT_METRICS = "judge,aesthetics,clap,imagebind"  # the official harness's metrics (imagebind: visual settings)
 
 DESCRIPTION = (
@@ -36,9 +36,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="folder with one sub-folder per setting, one folder per item: mixture.wav, description.txt, "
                    "optional reference.wav, spans.json, video.mp4, mask.npy (default: $SAMAUDIO_EVAL_DATA or "
                    "%(default)s)")
-    p.add_argument("-p", "--model", default="facebook/sam-audio-large",
+    p.add_argument("-p", "--model", default=None,
                    help="model to separate with in this process: a name (`samaudio models`), folder or hub id "
-                   "(default: %(default)s); with --server, the server's model of that name if given explicitly")
+                   f"(default: {DEFAULT_MODEL}, as officially); with --server, the served model of that name "
+                   "(default: the server's)")
     p.add_argument("--server", metavar="HOST:PORT", default=None,
                    help="separate through this samaudio server instead (its streaming engine: windows and seams)")
     p.add_argument("--token", default=os.environ.get("SAMAUDIO_TOKEN"), help="the server's token ($SAMAUDIO_TOKEN)")
@@ -105,7 +106,7 @@ def main(args: argparse.Namespace) -> int:
         separator: Any = ServerSeparator(
             args.server, candidates=args.candidates, predict_spans=args.predict_spans, seed=args.seed,
             steps=args.steps, token=args.token, ca_file=args.tls_ca,
-            model=args.model if "--model" in sys.argv or "-p" in sys.argv else None,
+            model=args.model,
         )
     else:
         from samaudio.model import catalog
@@ -118,7 +119,7 @@ def main(args: argparse.Namespace) -> int:
         if args.predict_spans:
             parts["span_predictor"] = True
         visual = any(s.prompt == "visual" for s in settings)
-        model, processor = catalog.load(args.model, device=device, vision=visual, **parts)
+        model, processor = catalog.load(args.model or DEFAULT_MODEL, device=device, vision=visual, **parts)
         separator = InProcessSeparator(model, processor, candidates=args.candidates,
                                        predict_spans=args.predict_spans, seed=args.seed, steps=args.steps)
     results = []

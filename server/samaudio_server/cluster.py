@@ -147,6 +147,7 @@ class SeparationReplica:
         from samaudio.streaming import separate_windows
 
         # one batch at a time per replica (serve.batch's default): the model is used by one thread at a time
+        self._stats.count.remote(self.replica_id, "started", len(jobs))
         try:
             stems = await asyncio.to_thread(separate_windows, self.model, self.processor, jobs)
         except StoppedError:
@@ -157,13 +158,14 @@ class SeparationReplica:
 
 
 class ClusterStats:
-    """Windows run and stopped per replica, kept by one small actor for logs, tests and the bench."""
+    """Windows started, run (to the end) and stopped (at a solver step) per replica, kept by one small actor for
+    logs, tests and the bench."""
 
     def __init__(self) -> None:
         self.counts: dict[str, dict[str, int]] = {}
 
     def count(self, replica: str, kind: str, n: int) -> None:
-        row = self.counts.setdefault(replica, {"run": 0, "stopped": 0})
+        row = self.counts.setdefault(replica, {"started": 0, "run": 0, "stopped": 0})
         row[kind] += n
 
     def snapshot(self) -> dict[str, dict[str, int]]:
@@ -228,7 +230,7 @@ class RayWorker:
         self.model = ModelView(handle.describe.remote().result(), handle)
 
     def replica_stats(self) -> dict[str, dict[str, int]]:
-        """{replica id: {"run": windows, "stopped": windows}} as the replicas reported them so far."""
+        """{replica id: {"started": windows, "run": windows, "stopped": windows}} as the replicas reported them."""
         import ray
 
         return ray.get(self._stats.snapshot.remote())
