@@ -128,10 +128,11 @@ def item(file: Path, position: float, length: float, startoffs: float = 0.0, **t
 
 
 def answers(
-    description: str, server: str, token: str = "", span: str = "n", program: Path | str = "samaudio", quality="fast"
+    description: str, server: str, token: str = "", span: str = "n", program: Path | str = "samaudio", quality="fast",
+    null_sum: str = "n",
 ) -> list:
-    """What the user types into the dialog's six fields."""
-    return [description, server, token, span, str(program), quality]
+    """What the user types into the dialog's seven fields."""
+    return [description, server, token, span, null_sum, str(program), quality]
 
 
 def assert_clean(report: dict) -> None:
@@ -319,6 +320,55 @@ def instant_program(tmp_path):
     return program
 
 
+@pytest.fixture
+def several_stems_program(tmp_path):
+    """A stand-in for `samaudio` that writes one prepared wav per --text and a residual, printing their paths as
+    the real one does (the sounds in order, then the residual), and records its arguments in `args.txt`."""
+    stem = write_wav(tmp_path / "prepared.wav", 0.5, 48000, 1)
+    program = tmp_path / "several" / "samaudio"
+    program.parent.mkdir()
+    program.write_text(
+        "#!/bin/sh\n"
+        f"printf '%s\\n' \"$@\" > '{tmp_path / 'args.txt'}'\n"
+        'file=$2; n=0\n'
+        'while [ $# -gt 0 ]; do [ "$1" = --out-dir ] && out=$2; [ "$1" = --text ] && n=$((n + 1)); shift; done\n'
+        'name=$(basename "$file"); name=${name%.*}\n'
+        'i=1; while [ $i -le $n ]; do\n'
+        f'  cp \'{stem}\' "$out/$name.stem$i.wav" && echo "$out/$name.stem$i.wav"; i=$((i + 1))\n'
+        'done\n'
+        f'cp \'{stem}\' "$out/$name.residual.wav" && echo "$out/$name.residual.wav"\n'
+    )
+    program.chmod(0o755)
+    return program
+
+
+def test_reaper_puts_several_sounds_in_a_folder_track_below_the_source(lua, tmp_path, several_stems_program):
+    src = write_wav(tmp_path / "take.wav", 1.0, 48000, 1)
+    report = run_reaper(
+        lua, tmp_path, tracks=[{"name": "Band", "items": [item(src, 2.0, 1.0)]}, {"name": "Keys"}],
+        dialogs=[answers(" vocals, drums;bass ;", "127.0.0.1:1", "", "n", several_stems_program, null_sum="y")],
+    )
+
+    assert_clean(report)
+    assert report["messages"] == []
+    layout = [(t["name"], t["folder_depth"]) for t in report["tracks"]]
+    assert layout == [
+        ("Band", 0), ("samaudio: vocals, drums, bass", 1), ("vocals", 0), ("drums", 0), ("bass", 0),
+        ("residual", -1), ("Keys", 0),
+    ]
+    for track in report["tracks"][2:6]:
+        (placed,) = track["items"]
+        assert placed["position"] == pytest.approx(2.0) and placed["length"] == pytest.approx(1.0)
+        path = Path(placed["takes"][0]["file"])
+        assert path.parent == tmp_path / "media" and path.name == f"take - {track['name']}.wav" and path.exists()
+    assert report["undo"] == [{"kind": "begin"}, {"kind": "end", "desc": 'samaudio: separate "vocals, drums, bass"',
+                                                  "flags": -1}]
+    assert report["changes_outside_undo"] == []
+    args = (tmp_path / "args.txt").read_text().split("\n")
+    assert [args[i + 1] for i, a in enumerate(args) if a == "--text"] == ["vocals", "drums", "bass"]
+    assert "--null-sum" in args
+
+
 def test_reaper_a_second_separation_keeps_the_first_one_s_files(lua, tmp_path, instant_program):
     src = write_wav(tmp_path / "take.wav", 1.0, 48000, 1)
     typed = answers("snare drum", "127.0.0.1:1", "", "n", instant_program)
@@ -459,15 +509,15 @@ def test_reaper_does_nothing_when_the_dialog_is_cancelled(lua, tmp_path):
 
 def test_reaper_remembers_the_dialog_s_answers_for_the_next_run(lua, tmp_path):
     src = write_wav(tmp_path / "take.wav", 1.0, 48000, 1)
-    typed = answers("snare drum, with ghost notes", "gpu-box:50051", "s3cret", "y", "/opt/samaudio/bin/samaudio")
+    typed = answers("snare drum, hi-hat", "gpu-box:50051", "s3cret", "y", "/opt/samaudio/bin/samaudio", "best", "y")
     # First run: typed answers, then refused (span mode without a time selection); second run: dialog cancelled.
     report = run_reaper(
         lua, tmp_path, runs=2, tracks=[{"name": "Drums", "items": [item(src, 0.0, 1.0)]}], dialogs=[typed, "cancel"]
     )
     first, second = report["dialogs"]
-    assert first["shown"] == ["", "127.0.0.1:50051", "", "n", "samaudio", "fast"]  # the defaults
-    assert second["shown"] == typed  # commas in the description survive: the dialog separates with newlines
-    for key, value in zip(("description", "server", "token", "span_mode", "program", "quality"), typed):
+    assert first["shown"] == ["", "127.0.0.1:50051", "", "n", "n", "samaudio", "fast"]  # the defaults
+    assert second["shown"] == typed  # the list of sounds comes back as typed: the dialog separates with newlines
+    for key, value in zip(("description", "server", "token", "span_mode", "null_sum", "program", "quality"), typed):
         assert report["extstate"][f"samaudio/{key}"] == {"value": value, "persist": True}
 
 
@@ -609,6 +659,12 @@ def test_reaper_error_text_drops_progress_lines(lua):
     stderr = bars + "samaudio separate: error: UNAVAILABLE: down\n"
     (got,) = lua_helpers(lua, [f"M.error_text({lua_string(stderr)})"])
     assert got == "samaudio separate: error: UNAVAILABLE: down"
+
+
+def test_reaper_splits_the_sounds_at_commas_and_semicolons(lua):
+    got = lua_helpers(lua, ["table.concat(M.descriptions(' vocals, drums;bass ,, ; '), '|')",
+                            "#M.descriptions(' ;, ')", "table.concat(M.descriptions('snare drum'), '|')"])
+    assert got == ["vocals|drums|bass", "0", "snare drum"]
 
 
 def test_reaper_seconds_are_written_without_exponents(lua):

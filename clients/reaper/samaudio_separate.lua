@@ -1,5 +1,5 @@
--- @description samaudio: Separate selection into target and residual stems (text prompt)
--- @version 0.1.0
+-- @description samaudio: Separate selection into stems (text prompts)
+-- @version 0.2.0
 -- @author samaudio contributors
 -- @about
 --   # samaudio: Separate selection
@@ -9,6 +9,11 @@
 --   `samaudio separate` command line, in the background: REAPER stays responsive, a small window
 --   shows progress and has a Cancel button. Two new tracks below the source track receive the
 --   target and the residual, sample-aligned with the original, in one undo step.
+--
+--   Several sounds at once: type them separated by commas or semicolons ("vocals, drums; bass").
+--   One stream separates them all; a folder track below the source track receives one track per
+--   sound plus the residual (everything else), in one undo step. "Stems sum to the mix" makes the
+--   residual the mix minus the other stems, so that the stems add back up to the source exactly.
 --
 --   Span mode ("use the selection as a span prompt") sends the whole item and marks the time
 --   selection as "this sound, here" instead of cutting the audio to it.
@@ -20,8 +25,10 @@
 -- @provides
 --   [main] .
 -- @changelog
---   Initial release: time selection or span prompt, background process with progress and
---   cancel, target and residual on new tracks in one undo step.
+--   0.2.0: several sounds at once (comma- or semicolon-separated) into a folder track; stems that
+--   sum to the mix; stems in the source's sample format.
+--   0.1.0: time selection or span prompt, background process with progress and cancel, target
+--   and residual on new tracks in one undo step.
 
 -- ReaScript API used (the minimum REAPER version follows from it; tests/test_reaper.py keeps the list
 -- exact):
@@ -36,7 +43,7 @@
 --   reaper.GetUserInputs reaper.InsertTrackAtIndex reaper.Main_OnCommand
 --   reaper.PCM_Source_CreateFromFile reaper.PreventUIRefresh reaper.RecursiveCreateDirectory
 --   reaper.SetExtState reaper.SetMediaItemInfo_Value reaper.SetMediaItemTake_Source
---   reaper.ShowMessageBox reaper.TakeIsMIDI reaper.TrackList_AdjustWindows reaper.Undo_BeginBlock
+--   reaper.SetMediaTrackInfo_Value reaper.ShowMessageBox reaper.TakeIsMIDI reaper.TrackList_AdjustWindows reaper.Undo_BeginBlock
 --   reaper.Undo_EndBlock reaper.UpdateArrange reaper.ValidatePtr2 reaper.atexit reaper.defer
 --   reaper.file_exists reaper.time_precise
 --   gfx.drawstr gfx.getchar gfx.h gfx.init gfx.measurestr gfx.mouse_cap gfx.mouse_x gfx.mouse_y
@@ -51,10 +58,11 @@ local DEFAULTS = {
   server = "127.0.0.1:50051",
   token = "",
   span_mode = "n",
+  null_sum = "n",
   program = "samaudio",               -- on PATH; set a full path when REAPER's PATH lacks it (macOS apps)
   quality = "fast",
 }
-local SETTING_KEYS = { "description", "server", "token", "span_mode", "program", "quality" }
+local SETTING_KEYS = { "description", "server", "token", "span_mode", "null_sum", "program", "quality" }
 -- The dialog's quality choice as `samaudio separate` options. best: four candidates ranked by the server's
 -- text ranker, each window prompted with the predicted spans (needs a server started with --text-ranker and
 -- --span-predictor); about four times the work of fast.
@@ -189,6 +197,16 @@ local function split(s, sep)
   end
 end
 
+-- The sounds the user typed: "vocals, drums; bass" -> { "vocals", "drums", "bass" } (empty parts dropped).
+function M.descriptions(text)
+  local out = {}
+  for part in (text or ""):gmatch("[^,;]+") do
+    part = trim(part)
+    if part ~= "" then out[#out + 1] = part end
+  end
+  return out
+end
+
 local function message(text)
   reaper.ShowMessageBox(text, TITLE, 0)
 end
@@ -220,14 +238,15 @@ end
 
 -- Returns the settings the user confirmed, or nil when the dialog was cancelled.
 local function ask_settings(s)
-  -- A newline separates the answers, so a description may contain commas.
+  -- A newline separates the answers: commas and semicolons separate sounds in the first one.
   local captions = table.concat({
-    "Sound to extract", "Server (host:port)", "*Token (blank: none)",
-    "Selection as span prompt (y/n)", "samaudio program", "Quality (fast/best)", "extrawidth=240",
-    "separator=\n",
+    "Sounds to extract (a; b; c)", "Server (host:port)", "*Token (blank: none)",
+    "Selection as span prompt (y/n)", "Stems sum to the mix (y/n)", "samaudio program", "Quality (fast/best)",
+    "extrawidth=240", "separator=\n",
   }, ",")
-  local shown = table.concat({ s.description, s.server, s.token, s.span_mode, s.program, s.quality }, "\n")
-  local ok, answer = reaper.GetUserInputs("samaudio: Separate selection", 6, captions, shown)
+  local shown = table.concat({ s.description, s.server, s.token, s.span_mode, s.null_sum, s.program, s.quality },
+    "\n")
+  local ok, answer = reaper.GetUserInputs("samaudio: Separate selection", 7, captions, shown)
   if not ok then return nil end
   local f = split(answer, "\n")
   return {
@@ -235,8 +254,9 @@ local function ask_settings(s)
     server = trim(f[2] or ""),
     token = trim(f[3] or ""),
     span_mode = is_yes(f[4] or "") and "y" or "n",
-    program = trim(f[5] or ""),
-    quality = trim(f[6] or ""):lower(),
+    null_sum = is_yes(f[5] or "") and "y" or "n",
+    program = trim(f[6] or ""),
+    quality = trim(f[7] or ""):lower(),
   }
 end
 
@@ -354,8 +374,16 @@ end
 
 -- The program's arguments (the token travels in the environment, not on the command line).
 function M.cli_args(job, settings, out_dir)
-  local args = { "separate", job.file, "--text", settings.description, "--server", settings.server,
-    "--out-dir", out_dir, "--start", secs(job.region_start), "--duration", secs(job.region_length) }
+  local args = { "separate", job.file }
+  for _, d in ipairs(M.descriptions(settings.description)) do
+    args[#args + 1] = "--text"
+    args[#args + 1] = d
+  end
+  for _, a in ipairs({ "--server", settings.server, "--out-dir", out_dir, "--start", secs(job.region_start),
+      "--duration", secs(job.region_length) }) do
+    args[#args + 1] = a
+  end
+  if settings.null_sum == "y" then args[#args + 1] = "--null-sum" end
   if job.span then
     args[#args + 1] = "--span"
     args[#args + 1] = "+" .. secs(job.span[1]) .. ":" .. secs(job.span[2])
@@ -520,21 +548,28 @@ local function add_stem_item(track, file, position, length, name)
   return item
 end
 
--- Inserts the two stems on new tracks right below the source track, as one undo step.
-local function insert_stems(job, settings, target_file, residual_file)
+-- Inserts the stems on new tracks right below the source track, as one undo step: `stems` is a list of
+-- { file, name }. With `folder` (a name), they go into a new folder track there, the last closing it.
+local function insert_stems(job, label, stems, folder)
   local index = reaper.CountTracks(0)   -- the end, if the source track was deleted meanwhile
   if reaper.ValidatePtr2(0, job.track, "MediaTrack*") then
     index = math.floor(reaper.GetMediaTrackInfo_Value(job.track, "IP_TRACKNUMBER"))  -- 1-based: the slot below
   end
-  local label = settings.description
   reaper.PreventUIRefresh(1)
   reaper.Undo_BeginBlock()
-  local stems = { { target_file, label .. " (target)" }, { residual_file, label .. " (residual)" } }
+  if folder then
+    reaper.InsertTrackAtIndex(index, true)
+    local track = reaper.GetTrack(0, index)
+    reaper.GetSetMediaTrackInfo_String(track, "P_NAME", folder, true)
+    reaper.SetMediaTrackInfo_Value(track, "I_FOLDERDEPTH", 1)   -- the tracks below are its children
+    index = index + 1
+  end
   for i, stem in ipairs(stems) do
     reaper.InsertTrackAtIndex(index + i - 1, true)
     local track = reaper.GetTrack(0, index + i - 1)
     reaper.GetSetMediaTrackInfo_String(track, "P_NAME", stem[2], true)
     add_stem_item(track, stem[1], job.place_at, job.place_length, stem[2])
+    if folder and i == #stems then reaper.SetMediaTrackInfo_Value(track, "I_FOLDERDEPTH", -1) end  -- closes it
   end
   reaper.Undo_EndBlock('samaudio: separate "' .. label .. '"', -1)
   reaper.PreventUIRefresh(-1)
@@ -557,7 +592,8 @@ function Job:draw()
   gfx.setfont(1, "Arial", 15)
   gfx.set(0.9, 0.9, 0.9, 1)
   gfx.x, gfx.y = 12, 10
-  local what = self.state == "cancelling" and "Cancelling..." or ('Separating "' .. self.settings.description .. '"')
+  local what = self.state == "cancelling" and "Cancelling..."
+    or ('Separating "' .. table.concat(M.descriptions(self.settings.description), '", "') .. '"')
   gfx.drawstr(what)
   gfx.x, gfx.y = 12, 32
   gfx.set(0.65, 0.65, 0.65, 1)
@@ -648,27 +684,46 @@ function Job:collect(code)
     return
   end
   local stem = stem_of(self.job.file)
-  local made = { join(self.dir, stem .. ".target.wav"), join(self.dir, stem .. ".residual.wav") }
-  for _, path in ipairs(made) do
-    if not exists(path) then
+  local sounds = M.descriptions(self.settings.description)
+  local label = table.concat(sounds, ", ")
+  -- made: { file the program wrote, name of the project file, track name }
+  local made
+  if #sounds == 1 then
+    made = {
+      { join(self.dir, stem .. ".target.wav"), label .. " - target", label .. " (target)" },
+      { join(self.dir, stem .. ".residual.wav"), label .. " - residual", label .. " (residual)" },
+    }
+  else
+    -- The program prints the paths it wrote, one per line: the sounds in the order given, then the residual.
+    local paths = {}
+    for line in (read_file(join(self.dir, "stdout.txt")) or ""):gmatch("[^\r\n]+") do paths[#paths + 1] = trim(line) end
+    made = {}
+    for i, sound in ipairs(sounds) do made[i] = { paths[#paths - #sounds - 1 + i] or "", sound, sound } end
+    made[#made + 1] = { paths[#paths] or "", "residual", "residual" }
+  end
+  for _, m in ipairs(made) do
+    if m[1] == "" or not exists(m[1]) then
       self:finish()
-      message("samaudio separate finished but did not write " .. path .. ".")
+      message("samaudio separate finished but did not write " .. (m[1] ~= "" and m[1] or "every stem") .. ".")
       return
     end
   end
   -- The stems live next to the project's media, named after the source and the description.
   local media = reaper.GetProjectPath("")
   reaper.RecursiveCreateDirectory(media, 0)
-  local base = safe_name(stem, 60) .. " - " .. safe_name(self.settings.description, 60)
-  local target = unique_path(media, base .. " - target", "wav")
-  local residual = unique_path(media, base .. " - residual", "wav")
-  if not (move_file(made[1], target) and move_file(made[2], residual)) then
-    self:finish()
-    message("Could not move the stems into the project folder " .. media .. ".")
-    return
+  local base = safe_name(stem, 60) .. " - "
+  local stems = {}
+  for i, m in ipairs(made) do
+    local path = unique_path(media, base .. safe_name(m[2], 60), "wav")
+    if not move_file(m[1], path) then
+      self:finish()
+      message("Could not move the stems into the project folder " .. media .. ".")
+      return
+    end
+    stems[i] = { path, m[3] }
   end
   self:finish()
-  insert_stems(self.job, self.settings, target, residual)
+  insert_stems(self.job, label, stems, #sounds > 1 and ("samaudio: " .. label) or nil)
 end
 
 function Job:poll()
@@ -774,8 +829,8 @@ function M.main()
   end
   local settings = ask_settings(load_settings())
   if not settings then return end
-  if settings.description == "" then
-    message("Type what to extract, for example: snare drum, man speaking, dog barking.")
+  if #M.descriptions(settings.description) == 0 then
+    message("Type what to extract, for example: snare drum. Several sounds at once: vocals, drums; bass.")
     return
   end
   if settings.server == "" then

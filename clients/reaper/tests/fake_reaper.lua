@@ -214,8 +214,17 @@ function Fake:make_reaper()
 
   function api.GetMediaTrackInfo_Value(track, key)
     expect("MediaTrack", track, "GetMediaTrackInfo_Value")
+    if key == "I_FOLDERDEPTH" then return track.folder_depth or 0 end
     if key ~= "IP_TRACKNUMBER" then error("fake reaper: track value " .. tostring(key) .. " not simulated", 2) end
     return fake:track_index(track) or 0
+  end
+
+  function api.SetMediaTrackInfo_Value(track, key, value)
+    expect("MediaTrack", track, "SetMediaTrackInfo_Value")
+    if key ~= "I_FOLDERDEPTH" then error("fake reaper: SetMediaTrackInfo_Value key " .. tostring(key) .. " not simulated", 2) end
+    fake:change("SetMediaTrackInfo_Value " .. key)
+    track.folder_depth = value
+    return true
   end
 
   function api.GetSetMediaTrackInfo_String(track, key, value, set)
@@ -623,7 +632,7 @@ function Fake:report()
       end
       items[#items + 1] = { position = item.position, length = item.length, takes = takes }
     end
-    tracks[#tracks + 1] = { name = track.name, items = items }
+    tracks[#tracks + 1] = { name = track.name, items = items, folder_depth = track.folder_depth or 0 }
   end
   local extstate = { __object = true }
   for k, v in pairs(self.extstate) do extstate[k] = v end
