@@ -24,45 +24,47 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1csamaudio/v1/separation.proto\x12\x0bsamaudio.v1\"[\n\x06\x41nchor\x12%\n\x04sign\x18\x01 \x01(\x0e\x32\x17.samaudio.v1.AnchorSign\x12\x15\n\rstart_seconds\x18\x02 \x01(\x01\x12\x13\n\x0b\x65nd_seconds\x18\x03 \x01(\x01\"\xb1\x01\n\x0bMaskedVideo\x12\x14\n\x0cwidth_pixels\x18\x01 \x01(\x05\x12\x15\n\rheight_pixels\x18\x02 \x01(\x05\x12\x19\n\x11\x66rames_per_second\x18\x03 \x01(\x01\x12\x14\n\nrgb_frames\x18\x04 \x01(\x0cH\x00\x12\x16\n\x0c\x65ncoded_file\x18\x05 \x01(\x0cH\x00\x12\r\n\x05masks\x18\x06 \x01(\x0c\x12\x13\n\x0b\x66rame_count\x18\x07 \x01(\x05\x42\x08\n\x06source\"\xe6\x04\n\x10SeparationConfig\x12\r\n\x05model\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12$\n\x07\x61nchors\x18\x03 \x03(\x0b\x32\x13.samaudio.v1.Anchor\x12\x19\n\x11sample_rate_hertz\x18\x04 \x01(\x05\x12\x15\n\rchannel_count\x18\x05 \x01(\x05\x12\x30\n\rsample_format\x18\x06 \x01(\x0e\x32\x19.samaudio.v1.SampleFormat\x12\x1a\n\rchunk_seconds\x18\x07 \x01(\x01H\x00\x88\x01\x01\x12\x1c\n\x0foverlap_seconds\x18\x08 \x01(\x01H\x01\x88\x01\x01\x12\x11\n\x04seed\x18\t \x01(\x03H\x02\x88\x01\x01\x12\x19\n\x0csolver_steps\x18\n \x01(\x05H\x03\x88\x01\x01\x12 \n\x05stems\x18\x0b \x03(\x0e\x32\x11.samaudio.v1.Stem\x12.\n\x0cmasked_video\x18\x0c \x01(\x0b\x32\x18.samaudio.v1.MaskedVideo\x12\x17\n\ncandidates\x18\r \x01(\x05H\x04\x88\x01\x01\x12\x1a\n\rpredict_spans\x18\x0e \x01(\x08H\x05\x88\x01\x01\x12\x16\n\tspan_gate\x18\x0f \x01(\x08H\x06\x88\x01\x01\x12\x1b\n\x0espan_threshold\x18\x10 \x01(\x01H\x07\x88\x01\x01\x42\x10\n\x0e_chunk_secondsB\x12\n\x10_overlap_secondsB\x07\n\x05_seedB\x0f\n\r_solver_stepsB\r\n\x0b_candidatesB\x10\n\x0e_predict_spansB\x0c\n\n_span_gateB\x11\n\x0f_span_threshold\"p\n\x0fSeparateRequest\x12/\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1d.samaudio.v1.SeparationConfigH\x00\x12\x17\n\raudio_content\x18\x02 \x01(\x0cH\x00\x42\x13\n\x11streaming_request\"n\n\x12SeparationAccepted\x12\x37\n\x10\x65\x66\x66\x65\x63tive_config\x18\x01 \x01(\x0b\x32\x1d.samaudio.v1.SeparationConfig\x12\x1f\n\x17model_sample_rate_hertz\x18\x02 \x01(\x05\"c\n\tStemBlock\x12\x13\n\x0bstart_frame\x18\x01 \x01(\x03\x12\x13\n\x0b\x66rame_count\x18\x02 \x01(\x03\x12\x14\n\x0ctarget_audio\x18\x03 \x01(\x0c\x12\x16\n\x0eresidual_audio\x18\x04 \x01(\x0c\"?\n\x12SeparationProgress\x12\x13\n\x0b\x66rames_done\x18\x01 \x01(\x03\x12\x14\n\x0c\x66rames_known\x18\x02 \x01(\x03\"\xcb\x01\n\x11SeparationSummary\x12\x11\n\tframes_in\x18\x01 \x01(\x03\x12\x12\n\nframes_out\x18\x02 \x01(\x03\x12\x0f\n\x07windows\x18\x03 \x01(\x03\x12\x19\n\x11model_evaluations\x18\x04 \x01(\x03\x12\x17\n\x0f\x65lapsed_seconds\x18\x05 \x01(\x01\x12\x1c\n\x14\x63\x61ndidates_evaluated\x18\x06 \x01(\x03\x12\x15\n\rchosen_scores\x18\x07 \x03(\x02\x12\x15\n\rwindows_gated\x18\x08 \x01(\x03\"\xf3\x01\n\x10SeparateResponse\x12\x33\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x0b\x32\x1f.samaudio.v1.SeparationAcceptedH\x00\x12,\n\nstem_block\x18\x02 \x01(\x0b\x32\x16.samaudio.v1.StemBlockH\x00\x12\x33\n\x08progress\x18\x03 \x01(\x0b\x32\x1f.samaudio.v1.SeparationProgressH\x00\x12\x31\n\x07summary\x18\x04 \x01(\x0b\x32\x1e.samaudio.v1.SeparationSummaryH\x00\x42\x14\n\x12streaming_response\"\x10\n\x0eGetInfoRequest\"\x93\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1b\n\x13selected_by_default\x18\x02 \x01(\x08\x12\x19\n\x11sample_rate_hertz\x18\x03 \x01(\x05\x12\x1d\n\x15\x64\x65\x66\x61ult_chunk_seconds\x18\x04 \x01(\x01\x12\x1f\n\x17\x64\x65\x66\x61ult_overlap_seconds\x18\x05 \x01(\x01\x12\x1c\n\x14\x64\x65\x66\x61ult_solver_steps\x18\x06 \x01(\x05\x12\x1e\n\x16masked_video_supported\x18\x07 \x01(\x08\x12\x13\n\x0btext_ranker\x18\x08 \x01(\t\x12\x15\n\rvisual_ranker\x18\t \x01(\t\x12\x16\n\x0espan_predictor\x18\n \x01(\t\"\xc4\x03\n\x06Limits\x12\x13\n\x0bmax_streams\x18\x01 \x01(\x05\x12\x1a\n\x12max_stream_seconds\x18\x02 \x01(\x01\x12\x1d\n\x15min_sample_rate_hertz\x18\x03 \x01(\x05\x12\x1d\n\x15max_sample_rate_hertz\x18\x04 \x01(\x05\x12\x19\n\x11max_channel_count\x18\x05 \x01(\x05\x12\x19\n\x11max_request_bytes\x18\x06 \x01(\x03\x12\x1a\n\x12max_response_bytes\x18\x07 \x01(\x03\x12\x18\n\x10max_solver_steps\x18\x08 \x01(\x05\x12\x17\n\x0fmax_video_bytes\x18\t \x01(\x03\x12\x19\n\x11max_chunk_seconds\x18\n \x01(\x01\x12\x1a\n\x12min_stride_seconds\x18\x0b \x01(\x01\x12\x16\n\x0emax_frame_work\x18\x0c \x01(\x01\x12\x1d\n\x15max_description_bytes\x18\r \x01(\x05\x12\x1d\n\x15\x61udio_timeout_seconds\x18\x0e \x01(\x01\x12!\n\x19sample_rate_divisor_hertz\x18\x0f \x01(\x05\x12\x16\n\x0emax_candidates\x18\x10 \x01(\x05\"\xca\x01\n\x0fGetInfoResponse\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x16.samaudio.v1.ModelInfo\x12\x31\n\x0esample_formats\x18\x02 \x03(\x0e\x32\x19.samaudio.v1.SampleFormat\x12#\n\x06limits\x18\x03 \x01(\x0b\x32\x13.samaudio.v1.Limits\x12\x16\n\x0eserver_version\x18\x04 \x01(\t\x12\x1f\n\x17\x61uthentication_required\x18\x05 \x01(\x08*g\n\x0cSampleFormat\x12\x1d\n\x19SAMPLE_FORMAT_UNSPECIFIED\x10\x00\x12\x1c\n\x18SAMPLE_FORMAT_FLOAT32_LE\x10\x01\x12\x1a\n\x16SAMPLE_FORMAT_INT16_LE\x10\x02*]\n\nAnchorSign\x12\x1b\n\x17\x41NCHOR_SIGN_UNSPECIFIED\x10\x00\x12\x18\n\x14\x41NCHOR_SIGN_POSITIVE\x10\x01\x12\x18\n\x14\x41NCHOR_SIGN_NEGATIVE\x10\x02*@\n\x04Stem\x12\x14\n\x10STEM_UNSPECIFIED\x10\x00\x12\x0f\n\x0bSTEM_TARGET\x10\x01\x12\x11\n\rSTEM_RESIDUAL\x10\x02\x32\xa6\x01\n\x11SeparationService\x12K\n\x08Separate\x12\x1c.samaudio.v1.SeparateRequest\x1a\x1d.samaudio.v1.SeparateResponse(\x01\x30\x01\x12\x44\n\x07GetInfo\x12\x1b.samaudio.v1.GetInfoRequest\x1a\x1c.samaudio.v1.GetInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1csamaudio/v1/separation.proto\x12\x0bsamaudio.v1\"[\n\x06\x41nchor\x12%\n\x04sign\x18\x01 \x01(\x0e\x32\x17.samaudio.v1.AnchorSign\x12\x15\n\rstart_seconds\x18\x02 \x01(\x01\x12\x13\n\x0b\x65nd_seconds\x18\x03 \x01(\x01\"_\n\x06Prompt\x12\x13\n\x0b\x64\x65scription\x18\x01 \x01(\t\x12$\n\x07\x61nchors\x18\x02 \x03(\x0b\x32\x13.samaudio.v1.Anchor\x12\x11\n\x04seed\x18\x03 \x01(\x03H\x00\x88\x01\x01\x42\x07\n\x05_seed\"\xb1\x01\n\x0bMaskedVideo\x12\x14\n\x0cwidth_pixels\x18\x01 \x01(\x05\x12\x15\n\rheight_pixels\x18\x02 \x01(\x05\x12\x19\n\x11\x66rames_per_second\x18\x03 \x01(\x01\x12\x14\n\nrgb_frames\x18\x04 \x01(\x0cH\x00\x12\x16\n\x0c\x65ncoded_file\x18\x05 \x01(\x0cH\x00\x12\r\n\x05masks\x18\x06 \x01(\x0c\x12\x13\n\x0b\x66rame_count\x18\x07 \x01(\x05\x42\x08\n\x06source\"\xca\x05\n\x10SeparationConfig\x12\r\n\x05model\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12$\n\x07\x61nchors\x18\x03 \x03(\x0b\x32\x13.samaudio.v1.Anchor\x12\x19\n\x11sample_rate_hertz\x18\x04 \x01(\x05\x12\x15\n\rchannel_count\x18\x05 \x01(\x05\x12\x30\n\rsample_format\x18\x06 \x01(\x0e\x32\x19.samaudio.v1.SampleFormat\x12\x1a\n\rchunk_seconds\x18\x07 \x01(\x01H\x00\x88\x01\x01\x12\x1c\n\x0foverlap_seconds\x18\x08 \x01(\x01H\x01\x88\x01\x01\x12\x11\n\x04seed\x18\t \x01(\x03H\x02\x88\x01\x01\x12\x19\n\x0csolver_steps\x18\n \x01(\x05H\x03\x88\x01\x01\x12 \n\x05stems\x18\x0b \x03(\x0e\x32\x11.samaudio.v1.Stem\x12.\n\x0cmasked_video\x18\x0c \x01(\x0b\x32\x18.samaudio.v1.MaskedVideo\x12\x17\n\ncandidates\x18\r \x01(\x05H\x04\x88\x01\x01\x12\x1a\n\rpredict_spans\x18\x0e \x01(\x08H\x05\x88\x01\x01\x12\x16\n\tspan_gate\x18\x0f \x01(\x08H\x06\x88\x01\x01\x12\x1b\n\x0espan_threshold\x18\x10 \x01(\x01H\x07\x88\x01\x01\x12$\n\x07prompts\x18\x11 \x03(\x0b\x32\x13.samaudio.v1.Prompt\x12\x10\n\x08null_sum\x18\x12 \x01(\x08\x12\x19\n\x0ctotal_frames\x18\x13 \x01(\x03H\x08\x88\x01\x01\x42\x10\n\x0e_chunk_secondsB\x12\n\x10_overlap_secondsB\x07\n\x05_seedB\x0f\n\r_solver_stepsB\r\n\x0b_candidatesB\x10\n\x0e_predict_spansB\x0c\n\n_span_gateB\x11\n\x0f_span_thresholdB\x0f\n\r_total_frames\"p\n\x0fSeparateRequest\x12/\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1d.samaudio.v1.SeparationConfigH\x00\x12\x17\n\raudio_content\x18\x02 \x01(\x0cH\x00\x42\x13\n\x11streaming_request\"n\n\x12SeparationAccepted\x12\x37\n\x10\x65\x66\x66\x65\x63tive_config\x18\x01 \x01(\x0b\x32\x1d.samaudio.v1.SeparationConfig\x12\x1f\n\x17model_sample_rate_hertz\x18\x02 \x01(\x05\"\x80\x01\n\tStemBlock\x12\x13\n\x0bstart_frame\x18\x01 \x01(\x03\x12\x13\n\x0b\x66rame_count\x18\x02 \x01(\x03\x12\x14\n\x0ctarget_audio\x18\x03 \x01(\x0c\x12\x16\n\x0eresidual_audio\x18\x04 \x01(\x0c\x12\x1b\n\x13prompt_target_audio\x18\x05 \x03(\x0c\"\x82\x01\n\x12SeparationProgress\x12\x13\n\x0b\x66rames_done\x18\x01 \x01(\x03\x12\x14\n\x0c\x66rames_known\x18\x02 \x01(\x03\x12\x1e\n\x16model_evaluations_done\x18\x03 \x01(\x03\x12!\n\x19model_evaluations_planned\x18\x04 \x01(\x03\"\xcb\x01\n\x11SeparationSummary\x12\x11\n\tframes_in\x18\x01 \x01(\x03\x12\x12\n\nframes_out\x18\x02 \x01(\x03\x12\x0f\n\x07windows\x18\x03 \x01(\x03\x12\x19\n\x11model_evaluations\x18\x04 \x01(\x03\x12\x17\n\x0f\x65lapsed_seconds\x18\x05 \x01(\x01\x12\x1c\n\x14\x63\x61ndidates_evaluated\x18\x06 \x01(\x03\x12\x15\n\rchosen_scores\x18\x07 \x03(\x02\x12\x15\n\rwindows_gated\x18\x08 \x01(\x03\"\xf3\x01\n\x10SeparateResponse\x12\x33\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x0b\x32\x1f.samaudio.v1.SeparationAcceptedH\x00\x12,\n\nstem_block\x18\x02 \x01(\x0b\x32\x16.samaudio.v1.StemBlockH\x00\x12\x33\n\x08progress\x18\x03 \x01(\x0b\x32\x1f.samaudio.v1.SeparationProgressH\x00\x12\x31\n\x07summary\x18\x04 \x01(\x0b\x32\x1e.samaudio.v1.SeparationSummaryH\x00\x42\x14\n\x12streaming_response\"\x10\n\x0eGetInfoRequest\"\x93\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1b\n\x13selected_by_default\x18\x02 \x01(\x08\x12\x19\n\x11sample_rate_hertz\x18\x03 \x01(\x05\x12\x1d\n\x15\x64\x65\x66\x61ult_chunk_seconds\x18\x04 \x01(\x01\x12\x1f\n\x17\x64\x65\x66\x61ult_overlap_seconds\x18\x05 \x01(\x01\x12\x1c\n\x14\x64\x65\x66\x61ult_solver_steps\x18\x06 \x01(\x05\x12\x1e\n\x16masked_video_supported\x18\x07 \x01(\x08\x12\x13\n\x0btext_ranker\x18\x08 \x01(\t\x12\x15\n\rvisual_ranker\x18\t \x01(\t\x12\x16\n\x0espan_predictor\x18\n \x01(\t\"\xc4\x03\n\x06Limits\x12\x13\n\x0bmax_streams\x18\x01 \x01(\x05\x12\x1a\n\x12max_stream_seconds\x18\x02 \x01(\x01\x12\x1d\n\x15min_sample_rate_hertz\x18\x03 \x01(\x05\x12\x1d\n\x15max_sample_rate_hertz\x18\x04 \x01(\x05\x12\x19\n\x11max_channel_count\x18\x05 \x01(\x05\x12\x19\n\x11max_request_bytes\x18\x06 \x01(\x03\x12\x1a\n\x12max_response_bytes\x18\x07 \x01(\x03\x12\x18\n\x10max_solver_steps\x18\x08 \x01(\x05\x12\x17\n\x0fmax_video_bytes\x18\t \x01(\x03\x12\x19\n\x11max_chunk_seconds\x18\n \x01(\x01\x12\x1a\n\x12min_stride_seconds\x18\x0b \x01(\x01\x12\x16\n\x0emax_frame_work\x18\x0c \x01(\x01\x12\x1d\n\x15max_description_bytes\x18\r \x01(\x05\x12\x1d\n\x15\x61udio_timeout_seconds\x18\x0e \x01(\x01\x12!\n\x19sample_rate_divisor_hertz\x18\x0f \x01(\x05\x12\x16\n\x0emax_candidates\x18\x10 \x01(\x05\"\xca\x01\n\x0fGetInfoResponse\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x16.samaudio.v1.ModelInfo\x12\x31\n\x0esample_formats\x18\x02 \x03(\x0e\x32\x19.samaudio.v1.SampleFormat\x12#\n\x06limits\x18\x03 \x01(\x0b\x32\x13.samaudio.v1.Limits\x12\x16\n\x0eserver_version\x18\x04 \x01(\t\x12\x1f\n\x17\x61uthentication_required\x18\x05 \x01(\x08*g\n\x0cSampleFormat\x12\x1d\n\x19SAMPLE_FORMAT_UNSPECIFIED\x10\x00\x12\x1c\n\x18SAMPLE_FORMAT_FLOAT32_LE\x10\x01\x12\x1a\n\x16SAMPLE_FORMAT_INT16_LE\x10\x02*]\n\nAnchorSign\x12\x1b\n\x17\x41NCHOR_SIGN_UNSPECIFIED\x10\x00\x12\x18\n\x14\x41NCHOR_SIGN_POSITIVE\x10\x01\x12\x18\n\x14\x41NCHOR_SIGN_NEGATIVE\x10\x02*@\n\x04Stem\x12\x14\n\x10STEM_UNSPECIFIED\x10\x00\x12\x0f\n\x0bSTEM_TARGET\x10\x01\x12\x11\n\rSTEM_RESIDUAL\x10\x02\x32\xa6\x01\n\x11SeparationService\x12K\n\x08Separate\x12\x1c.samaudio.v1.SeparateRequest\x1a\x1d.samaudio.v1.SeparateResponse(\x01\x30\x01\x12\x44\n\x07GetInfo\x12\x1b.samaudio.v1.GetInfoRequest\x1a\x1c.samaudio.v1.GetInfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'samaudio.v1.separation_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SAMPLEFORMAT']._serialized_start=2735
-  _globals['_SAMPLEFORMAT']._serialized_end=2838
-  _globals['_ANCHORSIGN']._serialized_start=2840
-  _globals['_ANCHORSIGN']._serialized_end=2933
-  _globals['_STEM']._serialized_start=2935
-  _globals['_STEM']._serialized_end=2999
+  _globals['_SAMPLEFORMAT']._serialized_start=3030
+  _globals['_SAMPLEFORMAT']._serialized_end=3133
+  _globals['_ANCHORSIGN']._serialized_start=3135
+  _globals['_ANCHORSIGN']._serialized_end=3228
+  _globals['_STEM']._serialized_start=3230
+  _globals['_STEM']._serialized_end=3294
   _globals['_ANCHOR']._serialized_start=45
   _globals['_ANCHOR']._serialized_end=136
-  _globals['_MASKEDVIDEO']._serialized_start=139
-  _globals['_MASKEDVIDEO']._serialized_end=316
-  _globals['_SEPARATIONCONFIG']._serialized_start=319
-  _globals['_SEPARATIONCONFIG']._serialized_end=933
-  _globals['_SEPARATEREQUEST']._serialized_start=935
-  _globals['_SEPARATEREQUEST']._serialized_end=1047
-  _globals['_SEPARATIONACCEPTED']._serialized_start=1049
-  _globals['_SEPARATIONACCEPTED']._serialized_end=1159
-  _globals['_STEMBLOCK']._serialized_start=1161
-  _globals['_STEMBLOCK']._serialized_end=1260
-  _globals['_SEPARATIONPROGRESS']._serialized_start=1262
-  _globals['_SEPARATIONPROGRESS']._serialized_end=1325
-  _globals['_SEPARATIONSUMMARY']._serialized_start=1328
-  _globals['_SEPARATIONSUMMARY']._serialized_end=1531
-  _globals['_SEPARATERESPONSE']._serialized_start=1534
-  _globals['_SEPARATERESPONSE']._serialized_end=1777
-  _globals['_GETINFOREQUEST']._serialized_start=1779
-  _globals['_GETINFOREQUEST']._serialized_end=1795
-  _globals['_MODELINFO']._serialized_start=1798
-  _globals['_MODELINFO']._serialized_end=2073
-  _globals['_LIMITS']._serialized_start=2076
-  _globals['_LIMITS']._serialized_end=2528
-  _globals['_GETINFORESPONSE']._serialized_start=2531
-  _globals['_GETINFORESPONSE']._serialized_end=2733
-  _globals['_SEPARATIONSERVICE']._serialized_start=3002
-  _globals['_SEPARATIONSERVICE']._serialized_end=3168
+  _globals['_PROMPT']._serialized_start=138
+  _globals['_PROMPT']._serialized_end=233
+  _globals['_MASKEDVIDEO']._serialized_start=236
+  _globals['_MASKEDVIDEO']._serialized_end=413
+  _globals['_SEPARATIONCONFIG']._serialized_start=416
+  _globals['_SEPARATIONCONFIG']._serialized_end=1130
+  _globals['_SEPARATEREQUEST']._serialized_start=1132
+  _globals['_SEPARATEREQUEST']._serialized_end=1244
+  _globals['_SEPARATIONACCEPTED']._serialized_start=1246
+  _globals['_SEPARATIONACCEPTED']._serialized_end=1356
+  _globals['_STEMBLOCK']._serialized_start=1359
+  _globals['_STEMBLOCK']._serialized_end=1487
+  _globals['_SEPARATIONPROGRESS']._serialized_start=1490
+  _globals['_SEPARATIONPROGRESS']._serialized_end=1620
+  _globals['_SEPARATIONSUMMARY']._serialized_start=1623
+  _globals['_SEPARATIONSUMMARY']._serialized_end=1826
+  _globals['_SEPARATERESPONSE']._serialized_start=1829
+  _globals['_SEPARATERESPONSE']._serialized_end=2072
+  _globals['_GETINFOREQUEST']._serialized_start=2074
+  _globals['_GETINFOREQUEST']._serialized_end=2090
+  _globals['_MODELINFO']._serialized_start=2093
+  _globals['_MODELINFO']._serialized_end=2368
+  _globals['_LIMITS']._serialized_start=2371
+  _globals['_LIMITS']._serialized_end=2823
+  _globals['_GETINFORESPONSE']._serialized_start=2826
+  _globals['_GETINFORESPONSE']._serialized_end=3028
+  _globals['_SEPARATIONSERVICE']._serialized_start=3297
+  _globals['_SEPARATIONSERVICE']._serialized_end=3463
 # @@protoc_insertion_point(module_scope)

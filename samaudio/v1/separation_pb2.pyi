@@ -44,6 +44,16 @@ class Anchor(_message.Message):
     end_seconds: float
     def __init__(self, sign: _Optional[_Union[AnchorSign, str]] = ..., start_seconds: _Optional[float] = ..., end_seconds: _Optional[float] = ...) -> None: ...
 
+class Prompt(_message.Message):
+    __slots__ = ("description", "anchors", "seed")
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    ANCHORS_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    description: str
+    anchors: _containers.RepeatedCompositeFieldContainer[Anchor]
+    seed: int
+    def __init__(self, description: _Optional[str] = ..., anchors: _Optional[_Iterable[_Union[Anchor, _Mapping]]] = ..., seed: _Optional[int] = ...) -> None: ...
+
 class MaskedVideo(_message.Message):
     __slots__ = ("width_pixels", "height_pixels", "frames_per_second", "rgb_frames", "encoded_file", "masks", "frame_count")
     WIDTH_PIXELS_FIELD_NUMBER: _ClassVar[int]
@@ -63,7 +73,7 @@ class MaskedVideo(_message.Message):
     def __init__(self, width_pixels: _Optional[int] = ..., height_pixels: _Optional[int] = ..., frames_per_second: _Optional[float] = ..., rgb_frames: _Optional[bytes] = ..., encoded_file: _Optional[bytes] = ..., masks: _Optional[bytes] = ..., frame_count: _Optional[int] = ...) -> None: ...
 
 class SeparationConfig(_message.Message):
-    __slots__ = ("model", "description", "anchors", "sample_rate_hertz", "channel_count", "sample_format", "chunk_seconds", "overlap_seconds", "seed", "solver_steps", "stems", "masked_video", "candidates", "predict_spans", "span_gate", "span_threshold")
+    __slots__ = ("model", "description", "anchors", "sample_rate_hertz", "channel_count", "sample_format", "chunk_seconds", "overlap_seconds", "seed", "solver_steps", "stems", "masked_video", "candidates", "predict_spans", "span_gate", "span_threshold", "prompts", "null_sum", "total_frames")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     ANCHORS_FIELD_NUMBER: _ClassVar[int]
@@ -80,6 +90,9 @@ class SeparationConfig(_message.Message):
     PREDICT_SPANS_FIELD_NUMBER: _ClassVar[int]
     SPAN_GATE_FIELD_NUMBER: _ClassVar[int]
     SPAN_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    PROMPTS_FIELD_NUMBER: _ClassVar[int]
+    NULL_SUM_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FRAMES_FIELD_NUMBER: _ClassVar[int]
     model: str
     description: str
     anchors: _containers.RepeatedCompositeFieldContainer[Anchor]
@@ -96,7 +109,10 @@ class SeparationConfig(_message.Message):
     predict_spans: bool
     span_gate: bool
     span_threshold: float
-    def __init__(self, model: _Optional[str] = ..., description: _Optional[str] = ..., anchors: _Optional[_Iterable[_Union[Anchor, _Mapping]]] = ..., sample_rate_hertz: _Optional[int] = ..., channel_count: _Optional[int] = ..., sample_format: _Optional[_Union[SampleFormat, str]] = ..., chunk_seconds: _Optional[float] = ..., overlap_seconds: _Optional[float] = ..., seed: _Optional[int] = ..., solver_steps: _Optional[int] = ..., stems: _Optional[_Iterable[_Union[Stem, str]]] = ..., masked_video: _Optional[_Union[MaskedVideo, _Mapping]] = ..., candidates: _Optional[int] = ..., predict_spans: _Optional[bool] = ..., span_gate: _Optional[bool] = ..., span_threshold: _Optional[float] = ...) -> None: ...
+    prompts: _containers.RepeatedCompositeFieldContainer[Prompt]
+    null_sum: bool
+    total_frames: int
+    def __init__(self, model: _Optional[str] = ..., description: _Optional[str] = ..., anchors: _Optional[_Iterable[_Union[Anchor, _Mapping]]] = ..., sample_rate_hertz: _Optional[int] = ..., channel_count: _Optional[int] = ..., sample_format: _Optional[_Union[SampleFormat, str]] = ..., chunk_seconds: _Optional[float] = ..., overlap_seconds: _Optional[float] = ..., seed: _Optional[int] = ..., solver_steps: _Optional[int] = ..., stems: _Optional[_Iterable[_Union[Stem, str]]] = ..., masked_video: _Optional[_Union[MaskedVideo, _Mapping]] = ..., candidates: _Optional[int] = ..., predict_spans: _Optional[bool] = ..., span_gate: _Optional[bool] = ..., span_threshold: _Optional[float] = ..., prompts: _Optional[_Iterable[_Union[Prompt, _Mapping]]] = ..., null_sum: _Optional[bool] = ..., total_frames: _Optional[int] = ...) -> None: ...
 
 class SeparateRequest(_message.Message):
     __slots__ = ("config", "audio_content")
@@ -115,24 +131,30 @@ class SeparationAccepted(_message.Message):
     def __init__(self, effective_config: _Optional[_Union[SeparationConfig, _Mapping]] = ..., model_sample_rate_hertz: _Optional[int] = ...) -> None: ...
 
 class StemBlock(_message.Message):
-    __slots__ = ("start_frame", "frame_count", "target_audio", "residual_audio")
+    __slots__ = ("start_frame", "frame_count", "target_audio", "residual_audio", "prompt_target_audio")
     START_FRAME_FIELD_NUMBER: _ClassVar[int]
     FRAME_COUNT_FIELD_NUMBER: _ClassVar[int]
     TARGET_AUDIO_FIELD_NUMBER: _ClassVar[int]
     RESIDUAL_AUDIO_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TARGET_AUDIO_FIELD_NUMBER: _ClassVar[int]
     start_frame: int
     frame_count: int
     target_audio: bytes
     residual_audio: bytes
-    def __init__(self, start_frame: _Optional[int] = ..., frame_count: _Optional[int] = ..., target_audio: _Optional[bytes] = ..., residual_audio: _Optional[bytes] = ...) -> None: ...
+    prompt_target_audio: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, start_frame: _Optional[int] = ..., frame_count: _Optional[int] = ..., target_audio: _Optional[bytes] = ..., residual_audio: _Optional[bytes] = ..., prompt_target_audio: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class SeparationProgress(_message.Message):
-    __slots__ = ("frames_done", "frames_known")
+    __slots__ = ("frames_done", "frames_known", "model_evaluations_done", "model_evaluations_planned")
     FRAMES_DONE_FIELD_NUMBER: _ClassVar[int]
     FRAMES_KNOWN_FIELD_NUMBER: _ClassVar[int]
+    MODEL_EVALUATIONS_DONE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_EVALUATIONS_PLANNED_FIELD_NUMBER: _ClassVar[int]
     frames_done: int
     frames_known: int
-    def __init__(self, frames_done: _Optional[int] = ..., frames_known: _Optional[int] = ...) -> None: ...
+    model_evaluations_done: int
+    model_evaluations_planned: int
+    def __init__(self, frames_done: _Optional[int] = ..., frames_known: _Optional[int] = ..., model_evaluations_done: _Optional[int] = ..., model_evaluations_planned: _Optional[int] = ...) -> None: ...
 
 class SeparationSummary(_message.Message):
     __slots__ = ("frames_in", "frames_out", "windows", "model_evaluations", "elapsed_seconds", "candidates_evaluated", "chosen_scores", "windows_gated")

@@ -26,8 +26,8 @@ if _version_not_supported:
 
 
 class SeparationServiceStub:
-    """Separates a described sound from audio: the target stem holds the sound, the residual stem
-    holds everything else. Target plus residual approximates the input.
+    """Separates described sounds from audio: a target stem per sound, and a residual stem with
+    everything else (see `SeparationConfig.prompts` and `null_sum` for what the residual is).
     """
 
     def __init__(self, channel):
@@ -49,8 +49,8 @@ class SeparationServiceStub:
 
 
 class SeparationServiceServicer:
-    """Separates a described sound from audio: the target stem holds the sound, the residual stem
-    holds everything else. Target plus residual approximates the input.
+    """Separates described sounds from audio: a target stem per sound, and a residual stem with
+    everything else (see `SeparationConfig.prompts` and `null_sum` for what the residual is).
     """
 
     def Separate(self, request_iterator, context):
@@ -90,8 +90,8 @@ def add_SeparationServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class SeparationService:
-    """Separates a described sound from audio: the target stem holds the sound, the residual stem
-    holds everything else. Target plus residual approximates the input.
+    """Separates described sounds from audio: a target stem per sound, and a residual stem with
+    everything else (see `SeparationConfig.prompts` and `null_sum` for what the residual is).
     """
 
     @staticmethod
