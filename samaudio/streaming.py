@@ -474,6 +474,9 @@ class WindowJob:
     predict_spans: bool = False
     span_gate: bool = False
     span_threshold: float = DEFAULT_THRESHOLD
+    # Called after every vector-field evaluation of the model call that runs this job, with the call's count so
+    # far, from the thread that runs the model: progress inside a window (issue 17). None: not told.
+    on_step: Callable[[int], None] | None = None
 
     @property
     def description(self) -> str:
@@ -634,6 +637,7 @@ def _solve(
         watermark_message=message.to(model.device),
         text_features=(torch.cat(feats).to(model.device), torch.cat(masks).to(model.device)),
         should_stop=_all_stopped(jobs),
+        on_step=_each_step(jobs),
     )
     out, r = [], 0
     for ch in channels:
@@ -652,6 +656,19 @@ def _all_stopped(jobs: Sequence[WindowJob]) -> Callable[[], bool] | None:
     if any(check is None for check in checks):
         return None
     return lambda: all(check() for check in checks)
+
+
+def _each_step(jobs: Sequence[WindowJob]) -> Callable[[int], None] | None:
+    """An `on_step` for one model call: tells every job that asked, once per evaluation."""
+    hooks = [job.on_step for job in jobs if job.on_step is not None]
+    if not hooks:
+        return None
+
+    def on_step(evaluations: int) -> None:
+        for hook in hooks:
+            hook(evaluations)
+
+    return on_step
 
 
 class LocalWorker:
@@ -771,12 +788,56 @@ class StemBlock:
     """Final stems of input frames [start, start + frames), at the input rate."""
 
     start: int  # first frame, at the input rate
-    target: np.ndarray  # (frames, ch) float32
+    target: np.ndarray  # (frames, ch) float32, the first prompt's
     residual: np.ndarray  # (frames, ch) float32
+    targets: list[np.ndarray] = dataclasses.field(default_factory=list)  # P x (frames, ch): one per prompt, in order
 
     @property
     def frames(self) -> int:
         return self.target.shape[0]
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One sound of a stream that separates several (`StreamingSeparator(prompts=...)`)."""
+
+    description: str
+    anchors: Sequence[Anchor] = ()  # (sign, start_seconds, end_seconds) in the stream's seconds
+    seed: int | None = None  # None: the stream's seed
+
+
+class _PromptState:
+    """What a stream keeps per prompt: anchors in absolute latent frames, seed, watermark, text, last noise."""
+
+    def __init__(self, prompt: Prompt, seed: int, plan: WindowPlan):
+        self.description = prompt.description
+        self.anchors = _check_anchors(prompt.anchors)
+        self.seed = int(seed if prompt.seed is None else prompt.seed)
+        # absolute latent frames of each anchor, by the processor's rule (Python floats, multiply then divide)
+        self.anchor_frames = [
+            (sign, math.ceil(s * plan.sample_rate / plan.hop), math.ceil(e * plan.sample_rate / plan.hop))
+            for sign, s, e in self.anchors
+        ]
+        self.message = watermark_bits(self.seed)  # (2, 16)
+        self.text = StreamText(self.description)  # encoded by the worker, on the first window
+        # per candidate: (first frame, (W, 2C)) of the last window's noise
+        self.noise: dict[int, tuple[int, torch.Tensor]] = {}
+
+
+NULL_SUM_GRID = 2.0**-23  # null-sum targets are rounded to the 24-bit PCM grid, so that input - targets is exact
+
+
+def null_sum_residual(mix: np.ndarray, targets: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
+    """(targets on the 24-bit grid, mix minus their sum): float32 stems that add back up to `mix`.
+
+    Rounding the targets to multiples of 2^-23 (at most 6e-8 away, the resolution of a 24-bit file) makes the
+    sum and the difference exact for a mix on that grid (every 16- and 24-bit source) while no stem or partial
+    sum reaches twice full scale: then the targets plus the residual give the mix exactly, in float32 or
+    float64, in any order. Other float mixes are met to within the residual's float32 rounding.
+    """
+    q = [np.rint(t.astype(np.float64) / NULL_SUM_GRID) * NULL_SUM_GRID for t in targets]  # exact in float64
+    residual = mix.astype(np.float64) - np.sum(q, axis=0)  # exact for a mix on the grid
+    return [t.astype(np.float32) for t in q], residual.astype(np.float32)
 
 
 def _check_anchors(anchors: Any) -> list[Anchor]:
@@ -821,6 +882,10 @@ class StreamingSeparator:
         predict_spans: bool = False,
         span_gate: bool | None = None,
         span_threshold: float = DEFAULT_THRESHOLD,
+        prompts: Sequence[Prompt] | None = None,
+        null_sum: bool = False,
+        total_frames: int | None = None,
+        on_step: Callable[[int, int], None] | None = None,
     ):
         self.plan = self.validate(
             model,
@@ -838,44 +903,57 @@ class StreamingSeparator:
             predict_spans=predict_spans,
             span_gate=span_gate,
             span_threshold=span_threshold,
+            prompts=prompts,
+            total_frames=total_frames,
         )
         self.model = model
-        self.description = description
-        self.anchors = _check_anchors(anchors)
+        prompts = [Prompt(description, tuple(anchors))] if prompts is None else list(prompts)
+        self.description = prompts[0].description
+        self.anchors = _check_anchors(prompts[0].anchors)
         self.sample_rate = int(sample_rate)
         self.channels = int(channels)
         self.seed = int(seed)
         self.ode_opt = ode_opt
         self.max_batch = int(max_batch)
         self.on_progress = on_progress
+        self.on_step = on_step
         self.video = video  # freed when the stream closes
         self.candidates = int(candidates)
         self.predict_spans = bool(predict_spans)
         self.span_gate = self.gate_default(model) if span_gate is None else bool(span_gate)
         self.span_threshold = float(span_threshold)
         self.worker: WindowWorker = worker if worker is not None else LocalWorker(model, processor)
+        self.null_sum = bool(null_sum)
+        self.total_frames = None if total_frames is None else int(total_frames)
+        if self.total_frames is not None:
+            self.plan = self._planned_for(self.plan, self.total_frames)
 
         plan = self.plan
         self._width = 2 * model.config.audio_codec.codebook_dim  # 2C noise channels per frame
-        # absolute latent frames of each anchor, by the processor's rule (Python floats, multiply then divide)
-        self._anchor_frames = [
-            (sign, math.ceil(s * plan.sample_rate / plan.hop), math.ceil(e * plan.sample_rate / plan.hop))
-            for sign, s, e in self.anchors
-        ]
-        self._message = watermark_bits(self.seed)  # (2, 16)
-        self._text = StreamText(description)  # encoded by the worker, on the first window
+        self._prompts = [_PromptState(p, self.seed, plan) for p in prompts]
+        # The model's residual of one prompt is everything but that sound; with several prompts (or null-sum) the
+        # residual is the mix minus the targets, made at the input rate from the frames pushed (_blocks).
+        self._model_residual = len(self._prompts) == 1 and not self.null_sum
+        P, ch = len(self._prompts), self.channels
+        self._rows = P * ch + (ch if self._model_residual else 0)  # targets by prompt, then the model's residual
+        self._x: list[torch.Tensor] = []  # (ch, m) input frames not yet emitted, kept when the residual needs them
+        # evaluations per window, for progress inside windows (None until the solver says: learned from window 0)
+        from samaudio.model.model import ode_evaluations
+
+        self._evals_per_window = ode_evaluations(ode_opt)
+        self.evaluations_done = 0  # vector-field evaluations made for this stream, counted per prompt
+        self._evals_base = 0  # evaluations_done before the running submission
+        self._step_counts: list[int] = []  # evaluations of each job of the running submission
 
         self._up = _StreamResampler(self.sample_rate, plan.sample_rate, self.channels)
-        self._down = _StreamResampler(plan.sample_rate, self.sample_rate, 2 * self.channels)  # target, residual
+        self._down = _StreamResampler(plan.sample_rate, self.sample_rate, self._rows)
         self._y = torch.zeros(self.channels, 0)  # (ch, L) input at 48 kHz from sample _y_start on
         self._y_pieces: list[torch.Tensor] = []  # (ch, m) input after _y, joined to it only when a window is cut
         self._y_len = 0  # samples in _y and _y_pieces together
-        # per candidate: (first frame, (W, 2C)) of the last window's noise
-        self._noise: dict[int, tuple[int, torch.Tensor]] = {}
         self._y_start = 0
         self._next = 0  # next window to run
         # target rows then residual rows, room for one model call's windows: (max_batch - 1) strides + a window
-        self._ola = OverlapAdd(2 * self.channels, (self.max_batch - 1) * plan.stride * plan.hop + plan.samples)
+        self._ola = OverlapAdd(self._rows, (self.max_batch - 1) * plan.stride * plan.hop + plan.samples)
 
         self.frames_in = 0
         self.frames_out = 0  # frames whose stems are final (returned, or returned by this call)
@@ -910,11 +988,43 @@ class StreamingSeparator:
         predict_spans: bool = False,
         span_gate: bool | None = None,
         span_threshold: float = DEFAULT_THRESHOLD,
+        prompts: Sequence[Prompt] | None = None,
+        total_frames: int | None = None,
     ) -> WindowPlan:
         """Check a stream's arguments without model work: named errors with the numbers and the fix.
 
-        Returns the window plan. Times are rounded to whole latent frames (40 ms at 48 kHz).
+        Returns the window plan for a stream of unknown length (the constructor shortens it for a short
+        `total_frames`). Times are rounded to whole latent frames (40 ms at 48 kHz).
         """
+        if prompts is not None:
+            if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Sequence) or not prompts:
+                raise InvalidRequestError(
+                    f"prompts is {prompts!r}: give a non-empty list of Prompt(description, anchors, seed)"
+                )
+            if description or len(anchors):
+                raise InvalidRequestError(
+                    "both a description (or anchors) and prompts were given: put every sound in prompts, or give "
+                    "one description without prompts"
+                )
+            if video is not None:
+                raise InvalidRequestError("a masked video prompts one sound: give it with a description, not prompts")
+            for i, p in enumerate(prompts):
+                if not isinstance(p, Prompt):
+                    raise InvalidRequestError(f"prompts[{i}] is a {type(p).__name__}: give Prompt(description, ...)")
+                if not isinstance(p.description, str):
+                    raise InvalidRequestError(f"prompts[{i}].description is a {type(p.description).__name__}: give a str")
+                if not _check_anchors(p.anchors) and not p.description.strip():
+                    raise InvalidRequestError(
+                        f"prompts[{i}] has an empty description and no anchors: describe the sound (e.g. 'vocals') "
+                        "or mark where it is with anchors"
+                    )
+                if p.seed is not None and not _is_int(p.seed):
+                    raise InvalidRequestError(f"prompts[{i}].seed is {p.seed!r}: give an integer, or None")
+            description, anchors = prompts[0].description, prompts[0].anchors  # checked again below, harmlessly
+        if total_frames is not None and (not _is_int(total_frames) or total_frames < 0):
+            raise InvalidAudioError(
+                f"total_frames is {total_frames!r}: give the stream's length in frames at its rate, or None if unknown"
+            )
         if not _is_int(sample_rate) or sample_rate <= 0:
             raise InvalidAudioError(f"sample_rate is {sample_rate!r}: give the input's rate in Hz, a positive integer")
         sample_rate = int(sample_rate)
@@ -1004,6 +1114,14 @@ class StreamingSeparator:
     def gate_default(model: "SAMAudio") -> bool:
         """The span gate is on by default exactly when the model has its span predictor."""
         return getattr(model, "span_predictor", None) is not None
+    def _planned_for(self, plan: WindowPlan, total_frames: int) -> WindowPlan:
+        """The plan for a stream of `total_frames` input frames: one window of its own length (whole latent frames)
+        when it is shorter than a window, so a short selection costs its length (issue 17); else `plan`."""
+        samples = -(-total_frames * plan.sample_rate // self.sample_rate)  # at 48 kHz, as the resampler makes them
+        if samples >= plan.samples:
+            return plan
+        frames = max(1, -(-samples // plan.hop))
+        return WindowPlan(frames=frames, overlap=0, hop=plan.hop, sample_rate=plan.sample_rate)
 
     def check_frames(self, frames: Any) -> np.ndarray:
         """A pushed block as (n, ch) float32 (a copy when converted), or a named error; changes no state."""
@@ -1037,6 +1155,11 @@ class StreamingSeparator:
         """Add (n, ch) float32 frames (n may be 0); returns the stems that became final (0 or 1 block)."""
         self._check_open()
         block = self.check_frames(frames)
+        if self.total_frames is not None and self.frames_in + block.shape[0] > self.total_frames:
+            raise InvalidAudioError(
+                f"a block of {block.shape[0]} frames would bring the stream to {self.frames_in + block.shape[0]} "
+                f"frames, past its stated total of {self.total_frames}: state the stream's real length, or none"
+            )
         with self._busy:
             self._check_open()
             try:
@@ -1045,6 +1168,8 @@ class StreamingSeparator:
                 for i, (a, b) in enumerate(pieces):
                     x = torch.from_numpy(block[a:b].T.copy())  # (ch, m), ours: never the caller's memory
                     self.frames_in += b - a
+                    if not self._model_residual:
+                        self._x.append(x)
                     self._append_y(self._up.push(x))
                     out += self._run(final=False, drain=i == len(pieces) - 1)
                 return self._blocks(out, limit=None)
@@ -1094,7 +1219,7 @@ class StreamingSeparator:
     @property
     def held_samples(self) -> int:
         """Samples (per channel) held in the stream's buffers: bounded by a few windows, not by the stream."""
-        return self._up.held + self._y_len + self._ola.length + self._down.held
+        return self._up.held + self._y_len + self._ola.length + self._down.held + sum(x.shape[-1] for x in self._x)
 
     # ------------------------------------------------------------------ internals
 
@@ -1107,10 +1232,13 @@ class StreamingSeparator:
         self._closed = why
         # free the buffers; the counters stay for summaries
         self._y = torch.zeros(0, 0)
-        self._y_pieces, self._y_len, self._noise = [], 0, {}
+        self._y_pieces, self._y_len = [], 0
         self._ola = OverlapAdd(0, 0)
+        self._x = []
+        for prompt in self._prompts:
+            prompt.text = StreamText(prompt.description)  # the encoded features go with the old one
+            prompt.noise = {}
         self._up = self._down = _StreamResampler(1, 1, 0)
-        self._text = StreamText(self.description)  # the encoded features go with the old one
         self.video = None
 
     def _fail(self, e: BaseException) -> None:
@@ -1161,8 +1289,9 @@ class StreamingSeparator:
             if self._cancelled.is_set():
                 raise CancelledError(f"stream cancelled before window {ready[0]}")
             stems = self._separate(ready)
-            for k, s in zip(ready, stems):
-                self._stitch(k, s)
+            P = len(self._prompts)
+            for i, k in enumerate(ready):
+                self._stitch(k, stems[i * P : (i + 1) * P])
             self._next = ready[-1] + 1
             # stitched samples are final up to where the next window starts (or the end, once known)
             done = min(plan.start(self._next), length) if final else plan.start(self._next)
@@ -1178,7 +1307,13 @@ class StreamingSeparator:
         return out
 
     def _separate(self, ks: list[int]) -> list[WindowStems]:
-        jobs = [self._job(k) for k in ks]
+        """Stems of windows `ks`, all prompts of each in one submission: window-major, prompt-minor."""
+        jobs = [job for k in ks for job in self._jobs(k)]
+        self._evals_base = self.evaluations_done
+        if self.on_step is not None:  # each job counts its own evaluations: a worker may split them over calls
+            self._step_counts = [0] * len(jobs)
+            for j, job in enumerate(jobs):
+                job.on_step = functools.partial(self._step, j)
         future = self.worker.submit(jobs)
         self._pending = future
         if self._cancelled.is_set():  # cancel() may have looked for a pending future just before it was set
@@ -1191,11 +1326,15 @@ class StreamingSeparator:
             self._pending = None
         if len(stems) != len(jobs):
             raise RuntimeError(f"worker returned {len(stems)} results for {len(jobs)} jobs")
-        self.windows_done += len(jobs)
-        self.nfe += sum(s.nfe for s in stems)
-        for job, s in zip(jobs, stems):
+        P = len(self._prompts)
+        self.windows_done += len(ks)
+        self.nfe += sum(s.nfe for s in stems[::P])  # a window's prompts share its model calls
+        if self._evals_per_window is None and stems:
+            self._evals_per_window = stems[0].nfe  # an adaptive solver: the first window's count stands for all
+        self.evaluations_done = self._evals_base + sum(s.nfe for s in stems)
+        for i, (job, s) in enumerate(zip(jobs, stems)):
             if s.gated:
-                self.windows_gated += 1
+                self.windows_gated += i % P == 0  # a window's prompts are gated together
                 continue
             self.candidates_evaluated += job.candidates * job.audio.shape[0]
             if s.scores is not None and s.chosen is not None:
@@ -1204,6 +1343,11 @@ class StreamingSeparator:
         return stems
 
     def _job(self, k: int) -> WindowJob:
+        """Window k's job of the first prompt."""
+        return self._jobs(k)[0]
+
+    def _jobs(self, k: int) -> list[WindowJob]:
+        """Window k's jobs, one per prompt, sharing its audio (and video frames)."""
         plan = self.plan
         a = plan.start(k) - self._y_start
         assert a >= 0, (k, plan.start(k), self._y_start)
@@ -1212,58 +1356,81 @@ class StreamingSeparator:
             audio = torch.nn.functional.pad(audio, (0, plan.samples - audio.shape[-1]))
         audio = audio.clone()  # (ch, W*H)
         f0 = k * plan.stride
-        return WindowJob(
-            audio=audio,
-            text=self._text,
-            anchors=self._window_anchors(f0),
-            noise=self._candidate_noise(f0),  # (W, 2C), or (K, W, 2C)
-            watermark_message=self._message,
-            ode_opt=self.ode_opt,
-            index=k,
-            first_frame=f0,
-            masked_video=None if self.video is None else self.video.window(f0, plan.frames, plan.hop, plan.sample_rate),
-            should_stop=self._cancelled.is_set,
-            predict_spans=self.predict_spans,
-            span_gate=self.span_gate,
-            span_threshold=self.span_threshold,
-        )
+        video = None if self.video is None else self.video.window(f0, plan.frames, plan.hop, plan.sample_rate)
+        jobs = []
+        for prompt in self._prompts:
+            jobs.append(
+                WindowJob(
+                    audio=audio,
+                    text=prompt.text,
+                    anchors=self._window_anchors(prompt, f0),
+                    noise=self._candidate_noise(prompt, f0),  # (W, 2C), or (K, W, 2C)
+                    watermark_message=prompt.message,
+                    ode_opt=self.ode_opt,
+                    index=k,
+                    first_frame=f0,
+                    masked_video=video,
+                    should_stop=self._cancelled.is_set,
+                    predict_spans=self.predict_spans,
+                    span_gate=self.span_gate,
+                    span_threshold=self.span_threshold,
+                )
+            )
+        return jobs
 
-    def _candidate_noise(self, f0: int) -> torch.Tensor:
-        """The window's starting noise: (W, 2C) for one candidate, (K, W, 2C) for K."""
+    def _step(self, j: int, evaluations: int) -> None:
+        """Job j of the running submission made its `evaluations`-th evaluation (on the worker's thread)."""
+        self._step_counts[j] = evaluations
+        self.evaluations_done = self._evals_base + sum(self._step_counts)
+        self.on_step(self.evaluations_done, self.evaluations_planned)
+
+    @property
+    def evaluations_planned(self) -> int:
+        """Evaluations the windows of the frames known so far need (all of the stream's, once its length is
+        known), counted per prompt; 0 while an adaptive solver has not said how many a window takes."""
+        n = self.total_frames if self.total_frames is not None else self.frames_in
+        known = -(-n * self.plan.sample_rate // self.sample_rate)
+        windows = max(self.plan.count(known), self.windows_done)
+        return windows * len(self._prompts) * (self._evals_per_window or 0)
+
+    def _candidate_noise(self, prompt: _PromptState, f0: int) -> torch.Tensor:
+        """The window's starting noise for `prompt`: (W, 2C) for one candidate, (K, W, 2C) for K."""
         if self.candidates == 1:
-            return self._window_noise(f0, 0)
-        return torch.stack([self._window_noise(f0, c) for c in range(self.candidates)])  # (K, W, 2C)
+            return self._window_noise(prompt, f0, 0)
+        return torch.stack([self._window_noise(prompt, f0, c) for c in range(self.candidates)])  # (K, W, 2C)
 
-    def _window_noise(self, f0: int, candidate: int) -> torch.Tensor:
+    def _window_noise(self, prompt: _PromptState, f0: int, candidate: int) -> torch.Tensor:
         """frame_noise of the window at frame f0, reusing the rows the previous window already drew."""
         W = self.plan.frames
-        last = self._noise.get(candidate)
+        last = prompt.noise.get(candidate)
         if last is not None and 0 < f0 - last[0] < W:
             prev_f0, prev = last
             kept = prev[f0 - prev_f0 :]  # (W - (f0 - prev_f0), 2C): rows are functions of (seed, c, frame) only
-            fresh = frame_noise(self.seed, prev_f0 + W, W - kept.shape[0], self._width, candidate)
+            fresh = frame_noise(prompt.seed, prev_f0 + W, W - kept.shape[0], self._width, candidate)
             noise = torch.cat([kept, fresh])
         else:
-            noise = frame_noise(self.seed, f0, W, self._width, candidate)
-        self._noise[candidate] = (f0, noise)
+            noise = frame_noise(prompt.seed, f0, W, self._width, candidate)
+        prompt.noise[candidate] = (f0, noise)
         return noise  # (W, 2C)
 
-    def _window_anchors(self, f0: int) -> list[Anchor]:
+    def _window_anchors(self, prompt: _PromptState, f0: int) -> list[Anchor]:
         """Anchors clipped to frames [f0, f0 + W), in window seconds that the processor maps back to those frames."""
         plan = self.plan
         out = []
-        for sign, s, e in self._anchor_frames:
+        for sign, s, e in prompt.anchor_frames:
             s, e = max(s - f0, 0), min(e - f0, plan.frames)
             if s < e:
                 out.append((sign, _frame_seconds(s, plan), _frame_seconds(e, plan)))
         return out
 
-    def _stitch(self, k: int, stems: WindowStems) -> None:
+    def _stitch(self, k: int, stems: Sequence[WindowStems]) -> None:
+        """Window k's stems, one per prompt: the targets in order, then the first one's residual if it is used."""
         plan = self.plan
-        for stem in (stems.target, stems.residual):
+        parts = [s.target for s in stems] + ([stems[0].residual] if self._model_residual else [])
+        for stem in parts:
             if stem.shape != (self.channels, plan.samples):
                 raise RuntimeError(f"worker returned stems of shape {tuple(stem.shape)} for window {k}")
-        self._ola.add(plan.start(k), (stems.target.float(), stems.residual.float()), plan.weights(k))
+        self._ola.add(plan.start(k), [p.float() for p in parts], plan.weights(k))
 
     def _drop_y(self, upto: int) -> None:
         y = self._joined_y()
@@ -1283,17 +1450,28 @@ class StreamingSeparator:
             z = z[:, : max(0, limit - start)]
         if not z.shape[-1]:
             return []
-        self._emitted = start + z.shape[-1]
-        ch = self.channels
-        rows = z.float().numpy()  # (2ch, m)
+        m = z.shape[-1]
+        self._emitted = start + m
+        ch, P = self.channels, len(self._prompts)
+        rows = z.float().numpy()  # (rows, m): P x ch target rows, then ch residual rows if the model's is used
         # Interleaved by stacking whole rows: ~10x faster than copying a transposed view column-slice.
-        return [
-            StemBlock(
-                start=start,
-                target=np.stack(list(rows[:ch]), axis=1),  # (m, ch)
-                residual=np.stack(list(rows[ch:]), axis=1),  # (m, ch)
-            )
-        ]
+        targets = [np.stack(list(rows[p * ch : (p + 1) * ch]), axis=1) for p in range(P)]  # P x (m, ch)
+        if self._model_residual:
+            residual = np.stack(list(rows[P * ch :]), axis=1)  # (m, ch)
+        else:
+            mix = self._take_x(m).numpy().T  # (m, ch) the frames pushed, exactly
+            if self.null_sum:
+                targets, residual = null_sum_residual(mix, targets)
+            else:  # several prompts: the mix minus the targets, without rounding them
+                residual = (mix - np.sum(targets, axis=0, dtype=np.float64)).astype(np.float32)
+        return [StemBlock(start=start, target=targets[0], residual=residual, targets=targets)]
+
+    def _take_x(self, m: int) -> torch.Tensor:
+        """The next m pushed frames (ch, m), dropped from the kept input."""
+        x = torch.cat(self._x, dim=-1) if len(self._x) != 1 else self._x[0]
+        assert x.shape[-1] >= m, (x.shape, m)
+        self._x = [x[:, m:]] if x.shape[-1] > m else []
+        return x[:, :m]
 
     def _progress(self) -> None:
         if self.on_progress is not None:

@@ -49,6 +49,17 @@ logger = logging.getLogger(__name__)
 DEFAULT_ODE_OPT: dict[str, Any] = {"method": "midpoint", "options": {"step_size": 2 / 32}}
 
 
+def ode_evaluations(ode_opt: dict[str, Any] | None) -> int | None:
+    """Vector-field evaluations `separate()` makes with `ode_opt` (None: the default), or None when the solver
+    does not say in advance (an adaptive one)."""
+    opt = DEFAULT_ODE_OPT if ode_opt is None else ode_opt
+    per_step = {"euler": 1, "midpoint": 2, "rk4": 4}.get(opt.get("method"))  # torchdiffeq's fixed-grid solvers
+    step = (opt.get("options") or {}).get("step_size")
+    if per_step is None or not step:
+        return None
+    return per_step * max(1, round(1.0 / step))
+
+
 def midpoint_ode_opt(steps: int) -> dict[str, Any]:
     """`separate()`'s `ode_opt` for `steps` midpoint steps from noise (t=0) to stems (t=1); the default is 16."""
     return {"method": "midpoint", "options": {"step_size": 1.0 / steps}}
@@ -308,6 +319,7 @@ class SAMAudio(nn.Module):
         span_threshold: float = DEFAULT_THRESHOLD,
         stems: Collection[str] = STEMS,
         autocast: torch.dtype | None = None,
+        on_step: Callable[[int], None] | None = None,
     ) -> SeparationResult:
         """Separate each item of a processor `Batch` into the described sound and the rest.
 
@@ -327,6 +339,8 @@ class SAMAudio(nn.Module):
         `autocast` (opt-in, e.g. torch.bfloat16) runs encoding, the solver and decoding under `torch.autocast` on
         the model's device: faster where the hardware has the type, at a fidelity cost the benchmark measures
         (max|diff| against float32; #20). Stems are returned in float32 either way.
+        `on_step(evaluations)` is called after every vector-field evaluation with the count so far, so a caller
+        can show progress inside one call (issue 17).
         """
         K = int(reranking_candidates)
         if K < 1:
@@ -339,12 +353,12 @@ class SAMAudio(nn.Module):
         if autocast is None:
             return self._separate(
                 batch, noise, ode_opt, K, predict_spans, watermark_message, text_features, should_stop, span_anchors,
-                span_threshold, wanted,
+                span_threshold, wanted, on_step,
             )
         with torch.autocast(self.device.type, dtype=autocast):
             result = self._separate(
                 batch, noise, ode_opt, K, predict_spans, watermark_message, text_features, should_stop, span_anchors,
-                span_threshold, wanted,
+                span_threshold, wanted, on_step,
             )
         for stem in STEMS:
             if getattr(result, stem) is not None:
@@ -364,6 +378,7 @@ class SAMAudio(nn.Module):
         span_anchors: str,
         span_threshold: float,
         wanted: tuple[str, ...],
+        on_step: Callable[[int], None] | None = None,
     ) -> SeparationResult:
         """`separate` past its argument checks."""
         args = self._get_forward_args(batch, text_features)
@@ -395,7 +410,10 @@ class SAMAudio(nn.Module):
             if should_stop is not None and should_stop():
                 raise StoppedError(f"separation stopped after {nfe} vector-field evaluations: should_stop() was true")
             nfe += 1
-            return self.forward(noisy_audio=x, time=t.expand(N), **args)
+            v = self.forward(noisy_audio=x, time=t.expand(N), **args)
+            if on_step is not None:
+                on_step(nfe)
+            return v
 
         opt = DEFAULT_ODE_OPT if ode_opt is None else ode_opt
         times = torch.tensor([0.0, 1.0], device=features.device, dtype=torch.float32)
