@@ -228,6 +228,19 @@ def ranker_kind(ranker: Any) -> str:
     return name[: -len("Ranker")].lower() if name.endswith("Ranker") else name
 
 
+def null_sum_int16(mix: np.ndarray, targets: list[np.ndarray]) -> tuple[list[bytes], bytes, int]:
+    """Null-sum stems in SAMPLE_FORMAT_INT16_LE: targets rounded to int16, the residual the mix minus them on the
+    integers (clipped to int16 where it must be). -> (target bytes, residual bytes, clipped samples).
+
+    `mix` is what the client sent (x / 32768, so x * 32768 gives its integers back exactly)."""
+    x = np.rint(mix.astype(np.float64) * INT16_SCALE).astype(np.int64)
+    ints = [np.clip(np.rint(t.astype(np.float64) * INT16_SCALE), -32768, 32767).astype(np.int64) for t in targets]
+    residual = x - np.sum(ints, axis=0)
+    clipped = int(np.count_nonzero((residual < -32768) | (residual > 32767)))
+    residual = np.clip(residual, -32768, 32767)
+    return [t.astype("<i2").tobytes() for t in ints], residual.astype("<i2").tobytes(), clipped
+
+
 def encode_audio(frames: np.ndarray, fmt: int) -> bytes:
     """(frames, channels) float -> interleaved little-endian bytes in `fmt`."""
     if fmt == pb.SAMPLE_FORMAT_INT16_LE:
@@ -458,7 +471,10 @@ class SeparationServicer(pb_grpc.SeparationServiceServicer):
         record.rate = rate
         max_frames = math.floor(self.limits.max_stream_seconds * rate) if self.limits.max_stream_seconds else None
 
-        progress: list[tuple[int, int]] = []  # latest (frames_done, frames_known) from the engine
+        # What the stream's pushing thread and the device thread tell this generator, in order: stem blocks with
+        # the frames they finish (pushing thread), evaluations done (device thread, so a bar moves inside a
+        # window), the end or an error.
+        events: queue.Queue[tuple[str, Any]] = queue.Queue()
         worker = StreamWorker(self.worker)
         separator = StreamingSeparator(
             self.model,
@@ -472,15 +488,22 @@ class SeparationServicer(pb_grpc.SeparationServiceServicer):
             seed=config.seed,
             ode_opt=self._ode_opt(config.solver_steps),
             max_batch=self.defaults.windows_per_stream_call,
-            on_progress=lambda done, known: progress.append((done, known)),
+            on_step=lambda done, planned: events.put(("evaluations", (done, planned))),
             worker=worker,
             video=video,
             candidates=config.candidates,
             predict_spans=config.predict_spans,
             span_gate=config.span_gate,
             span_threshold=config.span_threshold,
+            prompts=self._prompts(config),
+            null_sum=config.null_sum,
+            total_frames=config.total_frames if config.HasField("total_frames") else None,
         )
 
+        if separator.plan.frames * separator.plan.hop < round(config.chunk_seconds * self.model.sample_rate):
+            # a short stream of known length runs as one window of its own length: say so
+            config.chunk_seconds = separator.plan.frames * separator.plan.hop / separator.plan.sample_rate
+            config.overlap_seconds = 0.0
         finished = threading.Event()
 
         def on_done() -> None:  # runs when the RPC ends for any reason: drop the stream's queued windows
@@ -493,36 +516,60 @@ class SeparationServicer(pb_grpc.SeparationServiceServicer):
             accepted=pb.SeparationAccepted(effective_config=config, model_sample_rate_hertz=int(self.model.sample_rate))
         )
 
-        want_target = pb.STEM_TARGET in config.stems
-        want_residual = pb.STEM_RESIDUAL in config.stems
-        while (request := requests.next()) is not None:
-            kind = request.WhichOneof("streaming_request")
-            if kind != "audio_content":
-                raise ProtocolError(f"a stream takes one config, first; got {kind or 'an empty request'} later")
-            frames = decode_audio(request.audio_content, fmt, channels)  # (n, channels) float32
-            requests.audio_seconds += len(frames) / rate
-            sent = separator.frames_in + len(frames)
-            if max_frames is not None and sent > max_frames:
-                # The frames up to the limit are separated and sent, so what the client got is exactly the stems
-                # of its first max_frames frames; then the status says so (issue 19).
-                blocks = separator.push(frames[: max_frames - separator.frames_in]) + separator.finish()
+        packer = _Packer(config, self.limits.max_response_bytes)
+
+        def feed() -> None:  # the stream's pushing thread: requests in, events out
+            try:
+                while (request := requests.next()) is not None:
+                    kind = request.WhichOneof("streaming_request")
+                    if kind != "audio_content":
+                        raise ProtocolError(f"a stream takes one config, first; got {kind or 'an empty request'} later")
+                    frames = decode_audio(request.audio_content, fmt, channels)  # (n, channels) float32
+                    requests.audio_seconds += len(frames) / rate
+                    sent = separator.frames_in + len(frames)
+                    if max_frames is not None and sent > max_frames:
+                        # The frames up to the limit are separated and sent, so what the client got is exactly the
+                        # stems of its first max_frames frames; then the status says so (issue 19).
+                        head = frames[: max_frames - separator.frames_in]
+                        packer.mix(head)
+                        blocks = separator.push(head) + separator.finish()
+                        finished.set()
+                        events.put(("blocks", (blocks, (separator.frames_out, separator.frames_in))))
+                        raise StreamTooLongError(
+                            f"the stream sent {sent} frames ({sent / rate:.6g} s at {rate} Hz), more than this "
+                            f"server's limit of {max_frames} frames ({self.limits.max_stream_seconds:g} s): the stems "
+                            f"of the first {max_frames} frames were sent; split longer audio into several streams"
+                        )
+                    record.frames = sent
+                    packer.mix(frames)
+                    blocks = separator.push(frames)
+                    record.windows = separator.windows_done
+                    events.put(("blocks", (blocks, (separator.frames_out, separator.frames_in))))
+                blocks = separator.finish()
+                record.windows = separator.windows_done
                 finished.set()
-                yield from self._pack(blocks, fmt, want_target, want_residual)
-                raise StreamTooLongError(
-                    f"the stream sent {sent} frames ({sent / rate:.6g} s at {rate} Hz), more than this server's limit "
-                    f"of {max_frames} frames ({self.limits.max_stream_seconds:g} s): the stems of the first "
-                    f"{max_frames} frames were sent; split longer audio into several streams"
-                )
-            record.frames = sent
-            blocks = separator.push(frames)
-            record.windows = separator.windows_done
-            yield from self._pack(blocks, fmt, want_target, want_residual)
-            yield from self._progress(progress)
-        blocks = separator.finish()
-        record.windows = separator.windows_done
-        finished.set()
-        yield from self._pack(blocks, fmt, want_target, want_residual)
-        yield from self._progress(progress)
+                events.put(("blocks", (blocks, (separator.frames_out, separator.frames_in))))
+                events.put(("end", None))
+            except BaseException as e:  # noqa: BLE001 - delivered to the generator, which ends the RPC with it
+                events.put(("error", e))
+
+        threading.Thread(target=feed, name="samaudio-stream", daemon=True).start()
+        progress = _ProgressState()
+        while True:
+            kind, value = events.get()
+            if kind == "error":
+                raise value
+            if kind == "end":
+                break
+            if kind == "blocks":  # the stems, then the progress that counts them
+                blocks, frames = value
+                yield from packer.pack(blocks)
+                progress.update("frames", frames)
+            else:  # every evaluation is told: a bar moves at each solver step, also inside one window
+                progress.update(kind, value)
+            message = progress.message()
+            if message is not None:
+                yield message
         yield pb.SeparateResponse(
             summary=pb.SeparationSummary(
                 frames_in=separator.frames_in,
@@ -546,12 +593,15 @@ class SeparationServicer(pb_grpc.SeparationServiceServicer):
                 f"this server serves the model {self.model_name!r}, not {quoted(config.model)}: leave model empty "
                 f"or ask GetInfo for the models served"
             )
-        size = len(config.description.encode())
-        if size > lim.max_description_bytes:
-            raise InvalidRequestError(
-                f"the description is {size} bytes, more than this server's limit of {lim.max_description_bytes} "
-                f"(Limits.max_description_bytes): name the sound in a few words"
-            )
+        for name, text in [("the description", config.description)] + [
+            (f"prompts[{i}].description", p.description) for i, p in enumerate(config.prompts)
+        ]:
+            size = len(text.encode())
+            if size > lim.max_description_bytes:
+                raise InvalidRequestError(
+                    f"{name} is {size} bytes, more than this server's limit of {lim.max_description_bytes} "
+                    f"(Limits.max_description_bytes): name the sound in a few words"
+                )
         if config.sample_format not in SAMPLE_DTYPES:
             raise InvalidAudioError(
                 f"sample_format {config.sample_format} is not supported: use SAMPLE_FORMAT_FLOAT32_LE or "
@@ -576,10 +626,13 @@ class SeparationServicer(pb_grpc.SeparationServiceServicer):
                 f"channel_count={config.channel_count} is outside 1..{lim.max_channel_count}: set the number of "
                 "interleaved channels of your audio"
             )
-        for i, anchor in enumerate(config.anchors):
+        named = [(f"anchors[{i}]", a) for i, a in enumerate(config.anchors)] + [
+            (f"prompts[{j}].anchors[{i}]", a) for j, p in enumerate(config.prompts) for i, a in enumerate(p.anchors)
+        ]
+        for name, anchor in named:
             if anchor.sign not in SIGNS:
                 raise InvalidAnchorError(
-                    f"anchors[{i}] has sign {anchor.sign}: use ANCHOR_SIGN_POSITIVE (sound present) or "
+                    f"{name} has sign {anchor.sign}: use ANCHOR_SIGN_POSITIVE (sound present) or "
                     "ANCHOR_SIGN_NEGATIVE (sound absent)"
                 )
         has_video = config.HasField("masked_video")
@@ -588,7 +641,7 @@ class SeparationServicer(pb_grpc.SeparationServiceServicer):
                 "this server's model was loaded without its vision encoder and takes no masked_video: send the "
                 "stream without it, or use a server started with --vision (GetInfo: masked_video_supported)"
             )
-        if not config.description.strip() and not config.anchors and not has_video:
+        if not config.prompts and not config.description.strip() and not config.anchors and not has_video:
             raise InvalidRequestError(
                 "the description is empty and there are no anchors: describe the sound (e.g. 'snare drum'), "
                 "mark at least one span where it is present, or send a masked_video"
@@ -621,14 +674,16 @@ class SeparationServicer(pb_grpc.SeparationServiceServicer):
         effective.span_threshold = config.span_threshold if config.HasField("span_threshold") else span_threshold()
         self.check_cost(
             effective.chunk_seconds, effective.overlap_seconds, config.channel_count, effective.solver_steps,
-            effective.candidates,
+            effective.candidates, max(1, len(config.prompts)),
         )
         if has_video:  # the bytes stay with the request: the effective config reports the video's shape
             effective.masked_video.ClearField("source")
             effective.masked_video.ClearField("masks")
         return effective
 
-    def check_cost(self, chunk: float, overlap: float, channels: int, steps: int, candidates: int = 1) -> None:
+    def check_cost(
+        self, chunk: float, overlap: float, channels: int, steps: int, candidates: int = 1, prompts: int = 1
+    ) -> None:
         """The per-request cost caps of `Limits`, on numbers not yet used in any arithmetic (issue 19)."""
         lim = self.limits
         if not (math.isfinite(chunk) and 0 < chunk <= lim.max_chunk_seconds):
@@ -648,15 +703,18 @@ class SeparationServicer(pb_grpc.SeparationServiceServicer):
                 f"server's smallest stride of {lim.min_stride_seconds:g} s (Limits.min_stride_seconds): use a "
                 "shorter overlap"
             )
-        work = channels * steps * candidates * chunk / stride  # each candidate is one more solve of every window
+        # each candidate is one more solve of every window, each prompt one more batch row per channel
+        work = prompts * channels * steps * candidates * chunk / stride
         if work > lim.max_frame_work:
             each = f" x {candidates} candidates" if candidates > 1 else ""
+            rows = f"{prompts} prompts x " if prompts > 1 else ""
             raise InvalidRequestError(
-                f"{channels} channel(s) x {steps} solver steps{each} x {chunk / stride:.3g} windows per frame (chunk "
-                f"{chunk:g} s / stride {stride:.4g} s) is {work:.4g} units of model work per frame, more than this "
+                f"{rows}{channels} channel(s) x {steps} solver steps{each} x {chunk / stride:.3g} windows per frame "
+                f"(chunk {chunk:g} s / stride {stride:.4g} s) is {work:.4g} units of model work per frame, more than this "
                 f"server's {lim.max_frame_work:g} (Limits.max_frame_work): use fewer solver steps, a shorter "
                 "overlap or fewer channels per stream"
                 + (", or fewer candidates" if candidates > 1 else "")
+                + (", or fewer prompts" if prompts > 1 else "")
             )
 
     def _check_quality(self, config: pb.SeparationConfig, has_video: bool) -> None:
@@ -706,28 +764,109 @@ class SeparationServicer(pb_grpc.SeparationServiceServicer):
         ode_opt = midpoint_ode_opt(steps)
         return None if ode_opt == DEFAULT_ODE_OPT else ode_opt  # None: the model's own default, exactly
 
-    def _pack(
-        self, blocks: list[Any], fmt: int, want_target: bool, want_residual: bool
-    ) -> Iterator[pb.SeparateResponse]:
-        """Stem blocks -> StemBlock messages, each within max_response_bytes."""
+    @staticmethod
+    def _prompts(config: pb.SeparationConfig) -> list[Any] | None:
+        """The config's prompts as the library's `Prompt`s; None for a config with one description."""
+        if not config.prompts:
+            return None
+        from samaudio.streaming import Prompt
+
+        return [
+            Prompt(
+                p.description,
+                [(SIGNS[a.sign], a.start_seconds, a.end_seconds) for a in p.anchors],
+                p.seed if p.HasField("seed") else None,
+            )
+            for p in config.prompts
+        ]
+
+
+class _ProgressState:
+    """The latest progress of a stream, sent when it changed."""
+
+    def __init__(self) -> None:
+        self.frames = (0, 0)
+        self.evaluations = (0, 0)
+        self._sent: tuple[tuple[int, int], tuple[int, int]] | None = None
+
+    def update(self, kind: str, value: tuple[int, int]) -> None:
+        if kind == "frames":
+            self.frames = value
+        else:
+            self.evaluations = value
+
+    def message(self) -> pb.SeparateResponse | None:
+        now = (self.frames, self.evaluations)
+        if now == self._sent or now == ((0, 0), (0, 0)):
+            return None
+        self._sent = now
+        return pb.SeparateResponse(
+            progress=pb.SeparationProgress(
+                frames_done=self.frames[0],
+                frames_known=self.frames[1],
+                model_evaluations_done=self.evaluations[0],
+                model_evaluations_planned=self.evaluations[1],
+            )
+        )
+
+
+class _Packer:
+    """Stem blocks -> StemBlock messages in the stream's format, each within max_response_bytes."""
+
+    def __init__(self, config: pb.SeparationConfig, max_response_bytes: int):
+        self.fmt = config.sample_format
+        self.want_target = pb.STEM_TARGET in config.stems
+        self.want_residual = pb.STEM_RESIDUAL in config.stems
+        self.prompts = len(config.prompts)  # 0: one description, its target in target_audio
+        self.max_response_bytes = max_response_bytes
+        # int16 null-sum works on the integers the client sent: keep them until their stems are packed
+        self.int16_null_sum = config.null_sum and self.fmt == pb.SAMPLE_FORMAT_INT16_LE
+        self._mix: list[np.ndarray] = []  # appended by the pushing thread, taken by the generator's
+        self._mix_start = 0
+        self._lock = threading.Lock()
+        self.clipped = 0
+
+    def mix(self, frames: np.ndarray) -> None:
+        if self.int16_null_sum:
+            with self._lock:
+                self._mix.append(frames)
+
+    def _take_mix(self, start: int, n: int) -> np.ndarray:
+        with self._lock:
+            mix = np.concatenate(self._mix) if len(self._mix) != 1 else self._mix[0]
+            assert start == self._mix_start and len(mix) >= n, (start, self._mix_start, len(mix), n)
+            self._mix = [mix[n:]] if len(mix) > n else []
+            self._mix_start += n
+        return mix[:n]
+
+    def pack(self, blocks: list[Any]) -> Iterator[pb.SeparateResponse]:
+        fmt = self.fmt
         for block in blocks:
             frames, channels = block.target.shape
-            frame_bytes = SAMPLE_DTYPES[fmt].itemsize * channels * max(1, want_target + want_residual)
-            step = max(1, self.limits.max_response_bytes // frame_bytes)
+            targets = block.targets or [block.target]
+            stems = len(targets) * self.want_target + self.want_residual
+            frame_bytes = SAMPLE_DTYPES[fmt].itemsize * channels * max(1, stems)
+            step = max(1, self.max_response_bytes // frame_bytes)
+            mix = self._take_mix(block.start, frames) if self.int16_null_sum else None
             for lo in range(0, frames, step):
                 hi = min(frames, lo + step)
-                yield pb.SeparateResponse(
-                    stem_block=pb.StemBlock(
-                        start_frame=block.start + lo,
-                        frame_count=hi - lo,
-                        target_audio=encode_audio(block.target[lo:hi], fmt) if want_target else b"",
-                        residual_audio=encode_audio(block.residual[lo:hi], fmt) if want_residual else b"",
-                    )
+                if mix is not None:
+                    target_bytes, residual_bytes, clipped = null_sum_int16(mix[lo:hi], [t[lo:hi] for t in targets])
+                    if clipped and not self.clipped:
+                        logger.warning("null-sum residual clipped to int16 (%d samples in this block)", clipped)
+                    self.clipped += clipped
+                else:
+                    target_bytes = [encode_audio(t[lo:hi], fmt) for t in targets]
+                    residual_bytes = encode_audio(block.residual[lo:hi], fmt)
+                if not self.want_target:
+                    target_bytes = [b""] * len(targets)
+                message = pb.StemBlock(
+                    start_frame=block.start + lo,
+                    frame_count=hi - lo,
+                    residual_audio=residual_bytes if self.want_residual else b"",
                 )
-
-    @staticmethod
-    def _progress(progress: list[tuple[int, int]]) -> Iterator[pb.SeparateResponse]:
-        if progress:
-            done, known = progress[-1]
-            progress.clear()
-            yield pb.SeparateResponse(progress=pb.SeparationProgress(frames_done=done, frames_known=known))
+                if self.prompts:
+                    message.prompt_target_audio.extend(target_bytes)
+                else:
+                    message.target_audio = target_bytes[0]
+                yield pb.SeparateResponse(stem_block=message)
