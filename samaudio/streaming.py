@@ -1012,7 +1012,8 @@ class StreamingSeparator:
                 if not isinstance(p, Prompt):
                     raise InvalidRequestError(f"prompts[{i}] is a {type(p).__name__}: give Prompt(description, ...)")
                 if not isinstance(p.description, str):
-                    raise InvalidRequestError(f"prompts[{i}].description is a {type(p.description).__name__}: give a str")
+                    kind = type(p.description).__name__
+                    raise InvalidRequestError(f"prompts[{i}].description is a {kind}: give a str")
                 if not _check_anchors(p.anchors) and not p.description.strip():
                     raise InvalidRequestError(
                         f"prompts[{i}] has an empty description and no anchors: describe the sound (e.g. 'vocals') "

@@ -1,6 +1,7 @@
 """`samaudio`: separate files on a samaudio server (or in-process), describe a server, run the demo.
 
-    samaudio separate FILE... --text "snare drum" [--span +1.2:3.4] [--start S --duration D]
+    samaudio separate FILE... --text "snare drum" [--text "hi-hat" ...] [--null-sum] [--span +1.2:3.4]
+                     [--start S --duration D] [--subtype PCM_24]
                      [--video CLIP.mp4 [--video-masks MASKS.npy]]
                      [--server HOST:PORT | --local [--model NAME_OR_FOLDER]] [--out-dir DIR] [--format wav|flac]
     samaudio info [--server HOST:PORT] [--json]
@@ -113,7 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXIT_CODES,
     )
     p.add_argument("files", nargs="+", type=Path, metavar="FILE", help="audio files (anything libsndfile reads)")
-    p.add_argument("--text", default="", help='what to separate, e.g. "snare drum"')
+    p.add_argument(
+        "--text",
+        action="append",
+        default=[],
+        help='what to separate, e.g. "snare drum"; repeat it for several sounds from one stream, one file each',
+    )
     p.add_argument(
         "--span",
         type=_span,
@@ -218,7 +224,12 @@ class Job:
 
 def plan(args: argparse.Namespace) -> list[Job]:
     """Check every file and span before any work, so a typo fails fast with exit 2."""
-    if not args.text.strip() and not any(s.sign == "+" for s in args.span) and args.video is None:
+    texts = args.text or [""]
+    if len(texts) > 1 and (args.span or args.video is not None):
+        raise UsageError("--span and --video mark one sound: give them with one --text, not several")
+    if len(texts) > 1 and not all(t.strip() for t in texts):
+        raise UsageError('an empty --text among several: describe each sound, e.g. --text vocals --text drums')
+    if not texts[0].strip() and not any(s.sign == "+" for s in args.span) and args.video is None:
         raise UsageError(
             'say what to separate: --text "snare drum", at least one positive --span +START:END, or a --video'
         )
@@ -239,7 +250,7 @@ def plan(args: argparse.Namespace) -> list[Job]:
             subtype = output_subtype(args.format, region.subtype, args.subtype)
         except AudioFileError as err:
             raise UsageError(f"--subtype: {err}") from None
-        jobs.append(Job(region, spans, stem_paths(path, args.out_dir, args.format), video, subtype))
+        jobs.append(Job(region, spans, stem_paths(path, args.out_dir, args.format, texts), video, subtype))
     _refuse_shared_outputs(jobs)
     return jobs
 
@@ -294,8 +305,16 @@ class Progress:
             )
 
     def __call__(self, frames_done: int, frames_known: int) -> None:
+        self._show(frames_done / self.rate)
+
+    def step(self, evaluations_done: int, evaluations_planned: int) -> None:
+        """Model work done, which moves inside a window (the frames only move when a window is finished)."""
+        if evaluations_planned and self.bar is not None:
+            self._show(self.bar.total * evaluations_done / evaluations_planned)
+
+    def _show(self, seconds: float) -> None:
         if self.bar is not None:
-            self.bar.n = min(self.bar.total, round(frames_done / self.rate, 2))
+            self.bar.n = max(self.bar.n, min(self.bar.total, round(seconds, 2)))
             self.bar.refresh()
 
     def close(self, finished: bool) -> None:
@@ -343,14 +362,16 @@ def separate_remote(args: argparse.Namespace, jobs: list[Job]) -> None:
         check_before_upload(client.info(), jobs, args)
 
         def separate(job: Job, writer: StemWriter, progress: Progress) -> str:
+            texts = args.text or [""]
             summary = client.separate_file(
                 job.region.path,
-                args.text,
+                texts[0] if len(texts) == 1 else texts,
                 args.span,
                 start=args.start,
                 duration=args.duration,
-                on_block=lambda b: writer.write(b.start, b.target, b.residual),
+                on_block=lambda b: writer.write(b.start, *(b.targets or (b.target,)), b.residual),
                 on_progress=progress,
+                on_step=progress.step,
                 video=job.video,
                 **options,
             )
@@ -447,21 +468,26 @@ def separate_local(args: argparse.Namespace, jobs: list[Job]) -> None:
 
     def separate(job: Job, writer: StemWriter, progress: Progress) -> str:
         r = job.region
+        texts = args.text or [""]
+        several = len(texts) > 1
         sep = streaming.StreamingSeparator(
             model,
             processor,
-            args.text,
+            "" if several else texts[0],
             [(s.sign, s.start_seconds, s.end_seconds) for s in job.spans],
             sample_rate=r.sample_rate,
             channels=r.channels,
             on_progress=progress,
+            on_step=progress.step,
+            prompts=[streaming.Prompt(t) for t in texts] if several else None,
+            total_frames=r.frames,
             **options,
         )
         for frames in read_blocks(r, max(1, r.sample_rate // 4)):
             for b in sep.push(frames):
-                writer.write(b.start, b.target, b.residual)
+                writer.write(b.start, *b.targets, b.residual)
         for b in sep.finish():
-            writer.write(b.start, b.target, b.residual)
+            writer.write(b.start, *b.targets, b.residual)
         return f"in this process on {device}, model {model_name}, {_count(sep.windows_done, 'window')}"
 
     for job in jobs:

@@ -3,6 +3,8 @@
     client = Client("gpu-box:50051", token="...")
     stems = client.separate(audio, 44100, "snare drum", spans=["+1.2:3.4"])   # audio: (frames, channels)
     stems.target, stems.residual                                               # (frames, channels) float32
+    stems = client.separate(audio, 44100, ["vocals", "drums"], null_sum=True)  # several sounds, one stream
+    stems["vocals"], stems["drums"], stems["residual"]                         # by name; they sum to audio
     client.separate_file("take.wav", "snare drum", start=12.0, duration=8.0, on_block=writer)
     client.separate_file("take.wav", "", video=Video.from_file("take.mp4", masks="take-masks.npy"))  # visual prompt
 
@@ -21,7 +23,7 @@ import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self, TypedDict, Unpack, overload
 
@@ -54,6 +56,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, int], Any]  # (frames_done, frames_known)
+StepFn = Callable[[int, int], Any]  # (model_evaluations_done, model_evaluations_planned): moves inside a window
 SpanLike = Span | str | tuple[str, float, float]
 
 _CHANNEL_OPTIONS = [
@@ -72,11 +75,12 @@ _HEALTH_STATUS = {0: "UNKNOWN", 1: "SERVING", 2: "NOT_SERVING", 3: "SERVICE_UNKN
 
 @dataclass(frozen=True)
 class StemBlock:
-    """A final, contiguous piece of both stems, as it arrives."""
+    """A final, contiguous piece of every stem, as it arrives."""
 
     start: int  # first frame, counted from the first frame sent
-    target: np.ndarray  # (frames, channels) float32, read-only
+    target: np.ndarray  # (frames, channels) float32, read-only; the first description's
     residual: np.ndarray  # (frames, channels) float32, read-only
+    targets: tuple[np.ndarray, ...] = ()  # one per description, in order, when several were given
 
 
 BlockFn = Callable[[StemBlock], Any]
@@ -114,9 +118,20 @@ class Summary:
 
 @dataclass(frozen=True)
 class Stems:
+    """The stems of a separation. With several descriptions, `targets` holds one per description, by name
+    (a repeated one gets " (2)", " (3)"), and `stems[name]` reads one of them, or "residual"."""
+
     target: np.ndarray  # (frames, channels) float32 at the input's rate; (frames,) for a 1-D input
     residual: np.ndarray  # same shape as target
     summary: Summary
+    targets: dict[str, np.ndarray] = field(default_factory=dict)  # description -> its target, in order
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name in self.targets:
+            return self.targets[name]
+        if name == "residual":
+            return self.residual
+        raise KeyError(f"no stem {name!r}: the stems are {', '.join([*self.targets, 'residual'])}")
 
 
 @dataclass(frozen=True)
@@ -155,6 +170,7 @@ class SeparationOptions(TypedDict, total=False):
     candidates: int  # candidate solutions per window, > 1 needs a server with a ranker (ModelInfo.text_ranker)
     predict_spans: bool  # prompt each window with predicted spans; needs a span predictor (ModelInfo.span_predictor)
     span_gate: bool  # skip windows without predicted activity; default: on when the server has a span predictor
+    null_sum: bool  # residual = input minus the targets, so that the stems sum back to the input
 
 
 class VideoError(SamaudioError):
@@ -273,33 +289,46 @@ def _mask_file(path: Path) -> bytes:
 
 
 def _config(
-    description: str,
+    description: str | Sequence[str],
     spans: Sequence[Span],
     sample_rate: int,
     channels: int,
     options: SeparationOptions,
     video: Video | None = None,
+    total_frames: int | None = None,
 ) -> pb.SeparationConfig:
     unknown = sorted(set(options) - set(SeparationOptions.__annotations__))
     if unknown:
         raise TypeError(
             f"unknown separation option {unknown[0]!r}; known: {', '.join(SeparationOptions.__annotations__)}"
         )
+    anchors = [
+        pb.Anchor(
+            sign=pb.ANCHOR_SIGN_POSITIVE if s.sign == "+" else pb.ANCHOR_SIGN_NEGATIVE,
+            start_seconds=s.start_seconds,
+            end_seconds=s.end_seconds,
+        )
+        for s in spans
+    ]
     config = pb.SeparationConfig(
         model=options.get("model") or "",
-        description=description,
-        anchors=[
-            pb.Anchor(
-                sign=pb.ANCHOR_SIGN_POSITIVE if s.sign == "+" else pb.ANCHOR_SIGN_NEGATIVE,
-                start_seconds=s.start_seconds,
-                end_seconds=s.end_seconds,
-            )
-            for s in spans
-        ],
         sample_rate_hertz=int(sample_rate),
         channel_count=int(channels),
         sample_format=pb.SAMPLE_FORMAT_FLOAT32_LE,
+        null_sum=bool(options.get("null_sum")),
     )
+    descriptions = _descriptions(description)
+    if len(descriptions) == 1:
+        config.description = descriptions[0]
+        config.anchors.extend(anchors)
+    else:  # several sounds: one stream, one prompt each
+        if anchors or video is not None:
+            raise SamaudioError(
+                "spans and a video prompt mark one sound: give them with one description, not several"
+            )
+        config.prompts.extend(pb.Prompt(description=d) for d in descriptions)
+    if total_frames is not None:  # windows are planned for it: a short input costs its own length
+        config.total_frames = int(total_frames)
     for name in SeparationOptions.__annotations__:
         if name != "model" and options.get(name) is not None:
             setattr(config, name, options[name])
@@ -308,6 +337,26 @@ def _config(
             raise TypeError(f"video is a {type(video).__name__}: give a Video (Video.from_file or Video.from_frames)")
         config.masked_video.CopyFrom(video.message())
     return config
+
+
+def _descriptions(description: str | Sequence[str]) -> list[str]:
+    if isinstance(description, str):
+        return [description]
+    descriptions = list(description)
+    if not descriptions or not all(isinstance(d, str) for d in descriptions):
+        raise SamaudioError(f"description is {description!r}: give a str, or a non-empty list of str")
+    return descriptions
+
+
+def _names(descriptions: Sequence[str]) -> list[str]:
+    """Descriptions as unique stem names: a repeated one gets " (2)", " (3)"."""
+    names: list[str] = []
+    for d in descriptions:
+        name, n = d, 2
+        while name in names:
+            name, n = f"{d} ({n})", n + 1
+        names.append(name)
+    return names
 
 
 class _Outgoing:
@@ -353,11 +402,20 @@ class _Outgoing:
 class _Incoming:
     """The response side of one attempt: checks the protocol, decodes blocks, hands them on."""
 
-    def __init__(self, channels: int, target: str, on_block: BlockFn, on_progress: ProgressFn | None) -> None:
+    def __init__(
+        self,
+        channels: int,
+        target: str,
+        on_block: BlockFn,
+        on_progress: ProgressFn | None,
+        on_step: StepFn | None = None,
+    ) -> None:
         self.channels = channels
         self.target = target
         self.on_block = on_block
         self.on_progress = on_progress
+        self.on_step = on_step
+        self._step = (0, 0)
         self.started = False
         self.frames = 0
         self.settings: Settings | None = None
@@ -395,16 +453,25 @@ class _Incoming:
             b = response.stem_block
             if b.start_frame != self.frames:
                 raise self._fault(f"a stem block starts at frame {b.start_frame}, expected {self.frames}")
+            targets = tuple(self._decode(t, b.frame_count) for t in b.prompt_target_audio)
             block = StemBlock(
                 int(b.start_frame),
-                self._decode(b.target_audio, b.frame_count),
+                targets[0] if targets else self._decode(b.target_audio, b.frame_count),
                 self._decode(b.residual_audio, b.frame_count),
+                targets,
             )
             self.frames += b.frame_count
             return self.on_block(block)
         elif kind == "progress":
+            p = response.progress
+            step = (int(p.model_evaluations_done), int(p.model_evaluations_planned))
+            if self.on_step is not None and step != self._step and step[1]:
+                self._step = step
+                returned = self.on_step(*step)
+                if inspect.isawaitable(returned):  # an async callback: awaited before on_progress's
+                    return _both(returned, self.on_progress, int(p.frames_done), int(p.frames_known))
             if self.on_progress is not None:
-                return self.on_progress(int(response.progress.frames_done), int(response.progress.frames_known))
+                return self.on_progress(int(p.frames_done), int(p.frames_known))
         elif kind == "summary":
             self.summary = response.summary
         return None
@@ -428,6 +495,14 @@ class _Incoming:
         )
 
 
+async def _both(first: Any, then: ProgressFn | None, *args: int) -> None:
+    await first
+    if then is not None:
+        returned = then(*args)
+        if inspect.isawaitable(returned):
+            await returned
+
+
 def _as_frames(audio: np.ndarray) -> np.ndarray:
     audio = np.asarray(audio)
     if audio.ndim == 1:
@@ -447,12 +522,17 @@ def _collect(on_block: BlockFn | None) -> tuple[list[StemBlock], BlockFn]:
     return blocks, (on_block if on_block is not None else blocks.append)
 
 
-def _stems(blocks: list[StemBlock], channels: int, summary: Summary, flat: bool) -> Stems:
-    target = np.concatenate([b.target for b in blocks]) if blocks else np.zeros((0, channels), np.float32)
-    residual = np.concatenate([b.residual for b in blocks]) if blocks else np.zeros((0, channels), np.float32)
-    if flat:
-        target, residual = target[:, 0], residual[:, 0]
-    return Stems(target, residual, summary)
+def _stems(
+    blocks: list[StemBlock], channels: int, summary: Summary, flat: bool, config: pb.SeparationConfig
+) -> Stems:
+    def join(stems: list[np.ndarray]) -> np.ndarray:
+        out = np.concatenate(stems) if stems else np.zeros((0, channels), np.float32)
+        return out[:, 0] if flat else out
+
+    names = _names([p.description for p in config.prompts])
+    targets = {name: join([b.targets[i] for b in blocks]) for i, name in enumerate(names)}
+    target = next(iter(targets.values())) if targets else join([b.target for b in blocks])
+    return Stems(target, join([b.residual for b in blocks]), summary, targets)
 
 
 def _info(response: pb.GetInfoResponse, health: str, target: str) -> ServerInfo:
@@ -591,10 +671,11 @@ class Client(_Base):
         self,
         audio: np.ndarray,
         sample_rate: int,
-        description: str,
+        description: str | Sequence[str],
         spans: Iterable[SpanLike] = (),
         on_progress: ProgressFn | None = None,
         *,
+        on_step: StepFn | None = None,
         video: Video | None = None,
         **options: Unpack[SeparationOptions],
     ) -> Stems:
@@ -602,23 +683,24 @@ class Client(_Base):
 
         `video` is a visual prompt starting with the audio (`description` may then be empty)."""
         frames, spans = self._prepare_array(audio, sample_rate, spans)
-        config = _config(description, spans, sample_rate, frames.shape[1], options, video)
+        config = _config(description, spans, sample_rate, frames.shape[1], options, video, len(frames))
         blocks, on_block = _collect(None)
         summary = self._run(
-            config, lambda: _array_blocks(frames, self._block_frames(sample_rate)), on_block, on_progress
+            config, lambda: _array_blocks(frames, self._block_frames(sample_rate)), on_block, on_progress, on_step
         )
-        return _stems(blocks, frames.shape[1], summary, flat=np.ndim(audio) == 1)
+        return _stems(blocks, frames.shape[1], summary, flat=np.ndim(audio) == 1, config=config)
 
     @overload
     def separate_file(
         self,
         path: str | Path,
-        description: str,
+        description: str | Sequence[str],
         spans: Iterable[SpanLike] = (),
         *,
         start: float | None = None,
         duration: float | None = None,
         on_progress: ProgressFn | None = None,
+        on_step: StepFn | None = None,
         on_block: None = None,
         video: Video | None = None,
         **options: Unpack[SeparationOptions],
@@ -627,12 +709,13 @@ class Client(_Base):
     def separate_file(
         self,
         path: str | Path,
-        description: str,
+        description: str | Sequence[str],
         spans: Iterable[SpanLike] = (),
         *,
         start: float | None = None,
         duration: float | None = None,
         on_progress: ProgressFn | None = None,
+        on_step: StepFn | None = None,
         on_block: BlockFn,
         video: Video | None = None,
         **options: Unpack[SeparationOptions],
@@ -641,12 +724,13 @@ class Client(_Base):
     def separate_file(
         self,
         path: str | Path,
-        description: str,
+        description: str | Sequence[str],
         spans: Iterable[SpanLike] = (),
         *,
         start: float | None = None,
         duration: float | None = None,
         on_progress: ProgressFn | None = None,
+        on_step: StepFn | None = None,
         on_block: BlockFn | None = None,
         video: Video | None = None,
         **options: Unpack[SeparationOptions],
@@ -659,12 +743,12 @@ class Client(_Base):
         A `video` prompt starts at the region's start (`start`), not at the file's; `description` may then be empty.
         """
         region, spans = self._prepare_file(path, start, duration, spans)
-        config = _config(description, spans, region.sample_rate, region.channels, options, video)
+        config = _config(description, spans, region.sample_rate, region.channels, options, video, region.frames)
         blocks, sink = _collect(on_block)
         summary = self._run(
-            config, lambda: read_blocks(region, self._block_frames(region.sample_rate)), sink, on_progress
+            config, lambda: read_blocks(region, self._block_frames(region.sample_rate)), sink, on_progress, on_step
         )
-        return summary if on_block is not None else _stems(blocks, region.channels, summary, flat=False)
+        return summary if on_block is not None else _stems(blocks, region.channels, summary, False, config)
 
     def info(self) -> ServerInfo:
         """The server's health, models, sample formats and limits."""
@@ -690,10 +774,11 @@ class Client(_Base):
         make_blocks: Callable[[], Iterable[np.ndarray]],
         on_block: BlockFn,
         on_progress: ProgressFn | None,
+        on_step: StepFn | None = None,
     ) -> Summary:
         for attempt in range(self.retries + 1):
             outgoing = _Outgoing(config, make_blocks())
-            incoming = _Incoming(config.channel_count, self.target, on_block, on_progress)
+            incoming = _Incoming(config.channel_count, self.target, on_block, on_progress, on_step)
             call = self._stub.Separate(iter(outgoing), metadata=self._metadata)
             try:
                 for response in call:
@@ -734,42 +819,44 @@ class AsyncClient(_Base):
         self,
         audio: np.ndarray,
         sample_rate: int,
-        description: str,
+        description: str | Sequence[str],
         spans: Iterable[SpanLike] = (),
         on_progress: ProgressFn | None = None,
         *,
+        on_step: StepFn | None = None,
         video: Video | None = None,
         **options: Unpack[SeparationOptions],
     ) -> Stems:
         frames, spans = self._prepare_array(audio, sample_rate, spans)
-        config = _config(description, spans, sample_rate, frames.shape[1], options, video)
+        config = _config(description, spans, sample_rate, frames.shape[1], options, video, len(frames))
         blocks, on_block = _collect(None)
         summary = await self._run(
-            config, lambda: _array_blocks(frames, self._block_frames(sample_rate)), on_block, on_progress
+            config, lambda: _array_blocks(frames, self._block_frames(sample_rate)), on_block, on_progress, on_step
         )
-        return _stems(blocks, frames.shape[1], summary, flat=np.ndim(audio) == 1)
+        return _stems(blocks, frames.shape[1], summary, flat=np.ndim(audio) == 1, config=config)
 
     async def separate_file(
         self,
         path: str | Path,
-        description: str,
+        description: str | Sequence[str],
         spans: Iterable[SpanLike] = (),
         *,
         start: float | None = None,
         duration: float | None = None,
         on_progress: ProgressFn | None = None,
+        on_step: StepFn | None = None,
         on_block: BlockFn | None = None,
         video: Video | None = None,
         **options: Unpack[SeparationOptions],
     ) -> Stems | Summary:
         """As `Client.separate_file`; the file is read in a worker thread so the event loop never waits on disk."""
         region, spans = self._prepare_file(path, start, duration, spans)
-        config = _config(description, spans, region.sample_rate, region.channels, options, video)
+        config = _config(description, spans, region.sample_rate, region.channels, options, video, region.frames)
         blocks, sink = _collect(on_block)
         summary = await self._run(
-            config, lambda: read_blocks(region, self._block_frames(region.sample_rate)), sink, on_progress
+            config, lambda: read_blocks(region, self._block_frames(region.sample_rate)), sink, on_progress, on_step
         )
-        return summary if on_block is not None else _stems(blocks, region.channels, summary, flat=False)
+        return summary if on_block is not None else _stems(blocks, region.channels, summary, False, config)
 
     async def info(self) -> ServerInfo:
         check = self._channel.unary_unary(_HEALTH_CHECK)
@@ -795,10 +882,11 @@ class AsyncClient(_Base):
         make_blocks: Callable[[], Iterable[np.ndarray]],
         on_block: BlockFn,
         on_progress: ProgressFn | None,
+        on_step: StepFn | None = None,
     ) -> Summary:
         for attempt in range(self.retries + 1):
             outgoing = _Outgoing(config, make_blocks())
-            incoming = _Incoming(config.channel_count, self.target, on_block, on_progress)
+            incoming = _Incoming(config.channel_count, self.target, on_block, on_progress, on_step)
             call = self._stub.Separate(outgoing.aiter(), metadata=self._metadata)
             try:
                 async for response in call:

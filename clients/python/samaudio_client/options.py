@@ -61,7 +61,8 @@ def add_connection(p: argparse.ArgumentParser, server: Any = None) -> None:
 
 
 def add_stream_settings(p: argparse.ArgumentParser) -> None:
-    """--chunk-seconds, --overlap-seconds, --seed, --steps; unset means the server's (or the library's) default."""
+    """--chunk-seconds, --overlap-seconds, --seed, --steps, --null-sum; unset means the server's (or the library's)
+    default."""
     d = STREAM_DEFAULTS
     p.add_argument(
         "--chunk-seconds",
@@ -82,6 +83,11 @@ def add_stream_settings(p: argparse.ArgumentParser) -> None:
         type=positive(int),
         metavar="N",
         help=f"ODE solver steps (default: the server's, {d.solver_steps} unless it sets another)",
+    )
+    p.add_argument(
+        "--null-sum",
+        action="store_true",
+        help="make the residual the input minus the other stems, so that the stems sum back to the input",
     )
 
 
@@ -120,5 +126,6 @@ def stream_settings(args: argparse.Namespace) -> dict[str, Any]:
         "candidates": getattr(args, "candidates", None),
         "predict_spans": getattr(args, "predict_spans", None),
         "span_gate": getattr(args, "span_gate", None),
+        "null_sum": args.null_sum or None,
     }
     return {k: v for k, v in settings.items() if v is not None}

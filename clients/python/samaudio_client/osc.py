@@ -9,11 +9,13 @@ the stems' paths. The address space (every reply goes to the `--reply` address a
     in   /samaudio/cancel    request_id:s
     out  /samaudio/accepted  request_id:s                       checked and queued
     out  /samaudio/progress  request_id:s fraction:f            increasing, in (0, 1]
-    out  /samaudio/done      request_id:s target_path:s residual_path:s    absolute paths
+    out  /samaudio/done      request_id:s target_path:s... residual_path:s    absolute paths
     out  /samaudio/error     request_id:s message:s             "" as the id when the message's own is unusable
     out  /samaudio/cancelled request_id:s
 
-An accepted request ends with exactly one of done, error or cancelled; a request refused before it is
+Several sounds from one stream: separate them in the description with semicolons (`"vocals; drums; bass"`);
+done then carries one target path per sound, in that order, named after it (`take.vocals.wav`), then the
+residual's (the mix minus the targets). An accepted request ends with exactly one of done, error or cancelled; a request refused before it is
 accepted gets one error and nothing else. Spans are one string, `"+1.2:3.4,-5:6"`, on the file's timeline
 as with `samaudio separate --span`; numbers may be sent as OSC ints or floats. A cancel stops the request
 at its next message from the server and deletes its partial files; one that comes after the stems are
@@ -108,11 +110,11 @@ class SeparateRequest:
 
     request_id: str
     region: Region
-    description: str
+    description: str | list[str]  # several when the message separated them with ";"
     spans: list[Span]  # on the file's timeline, as Client.separate_file takes them
     start: float | None  # seconds, as sent
     duration: float | None
-    paths: tuple[Path, Path]  # target, residual
+    paths: tuple[Path, ...]  # target(s), residual
 
 
 def _kind(value: Any) -> str:
@@ -176,6 +178,12 @@ def parse_separate(args: Sequence[Any], out_dir: Path | None = None, fmt: str = 
         raise MessageError(
             rid, f"spans must be a string like \"+1.2:3.4,-5:6\", got {_kind(spans_text)}; expected {SEPARATE_FORM}"
         )
+    sounds = [d.strip() for d in description.split(";")] if ";" in description else [description]
+    if len(sounds) > 1:
+        if not all(sounds):
+            raise MessageError(rid, 'an empty sound among several: describe each, e.g. "vocals; drums"')
+        if spans_text.strip():
+            raise MessageError(rid, "spans mark one sound: send them with one description, not several")
     try:
         spans = parse_spans(spans_text)
         if not description.strip() and not any(s.sign == "+" for s in spans):
@@ -186,7 +194,8 @@ def parse_separate(args: Sequence[Any], out_dir: Path | None = None, fmt: str = 
         raise
     except SamaudioError as err:  # SpanError, AudioFileError: their messages name the numbers and the fix
         raise MessageError(rid, str(err)) from None
-    return SeparateRequest(rid, region, description, spans, start, duration, stem_paths(path, out_dir, fmt))
+    paths = stem_paths(path, out_dir, fmt, sounds)
+    return SeparateRequest(rid, region, sounds if len(sounds) > 1 else description, spans, start, duration, paths)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -413,17 +422,23 @@ class OscBridge:
         total = r.region.frames
         sent = 0.0
 
-        def on_progress(frames_done: int, frames_known: int) -> None:
+        def show(fraction: float) -> None:
             nonlocal sent
             job.check()
-            fraction = min(1.0, frames_done / total)
+            fraction = min(1.0, fraction)
             if fraction > sent and (fraction - sent >= self.progress_step or fraction == 1.0):
                 sent = fraction
                 self._send(PROGRESS, r.request_id, fraction)
 
+        def on_progress(frames_done: int, frames_known: int) -> None:
+            show(frames_done / total)
+
+        def on_step(done: int, planned: int) -> None:  # model work, which moves inside a window
+            show(min(done / planned, 0.999))  # 1.0 is for the last stems written
+
         def on_block(block: Any) -> None:
             job.check()
-            writer.write(block.start, block.target, block.residual)
+            writer.write(block.start, *(block.targets or (block.target,)), block.residual)
 
         writer = StemWriter(
             r.paths, r.region.sample_rate, r.region.channels, self.fmt, output_subtype(self.fmt, r.region.subtype)
@@ -431,14 +446,13 @@ class OscBridge:
         try:
             self.client.separate_file(
                 r.region.path, r.description, r.spans, start=r.start, duration=r.duration,
-                on_progress=on_progress, on_block=on_block, **self.options,
+                on_progress=on_progress, on_step=on_step, on_block=on_block, **self.options,
             )
         except BaseException:
             writer.abort()
             raise
         writer.close()
-        target, residual = (str(p.resolve()) for p in r.paths)
-        return (DONE, r.request_id, target, residual)
+        return (DONE, r.request_id, *(str(p.resolve()) for p in r.paths))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -466,7 +480,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "osc", help="separate on request from a DAW or controller that speaks OSC",
         description="Listen for OSC messages (UDP) and separate the files they name through the server, writing "
-        "<name>.target.<ext> and <name>.residual.<ext>. Address space: " + SEPARATE_FORM + "; " + CANCEL_FORM
+        "<name>.target.<ext> and <name>.residual.<ext> (several sounds, separated by ';' in the description: "
+        "<name>.<sound>.<ext> each). Address space: " + SEPARATE_FORM + "; " + CANCEL_FORM
         + "; replies /samaudio/accepted, /samaudio/progress, /samaudio/done, /samaudio/error, /samaudio/cancelled "
         "to --reply. OSC has no authentication: keep --listen on loopback unless the network is yours.",
     )
