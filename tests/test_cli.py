@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import os
 import shutil
 import signal
@@ -600,3 +601,34 @@ def test_a_tls_mismatch_says_which_tls_option_to_change_without_retrying_or_grpc
     assert "certificate does not name the host 127.0.0.1" in wrong_name.stderr
     assert "give --server a name the certificate lists" in wrong_name.stderr
     assert "does not seem to serve TLS" in tls_to_plaintext.stderr and "leave out --tls" in tls_to_plaintext.stderr
+
+
+def test_several_texts_write_one_file_per_sound_that_sum_back_to_the_input_with_null_sum(
+    thin_python, server, tmp_path
+):
+    audio = (np.round(make_audio(1.2, 44100, 2, seed=5) * 2**23) / 2**23).astype(np.float32)
+    sf.write(tmp_path / "take.wav", audio, 44100, subtype="PCM_24")
+
+    result = run(
+        thin_python, "separate", str(tmp_path / "take.wav"), "--text", "a chirp", "--text", "Low hum!",
+        "--null-sum", "--server", server, *FAST,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    paths = [tmp_path / f"take.{name}.wav" for name in ("a-chirp", "low-hum", "residual")]
+    assert result.stdout.split() == [str(p) for p in paths]  # the sounds in order, then the residual
+    stems = [sf.read(p, dtype="float64")[0] for p in paths]
+    assert all(sf.info(p).subtype == "PCM_24" for p in paths)
+    assert np.array_equal(stems[0] + stems[1] + stems[2], audio.astype(np.float64))  # to the last bit
+
+
+def test_the_progress_bar_moves_inside_a_single_window(thin_python, server, tmp_path):
+    write(tmp_path / "take.wav", 0.5, 48000, 1)
+
+    result = run(thin_python, "separate", str(tmp_path / "take.wav"), "--text", "x", "--server", server,
+                 "--chunk-seconds", "10", "--steps", "4")
+
+    assert result.returncode == 0, result.stderr
+    shown = [int(p) for p in re.findall(r"(\d+)%\|", result.stderr)]
+    assert len({p for p in shown if 0 < p < 100}) >= 3, shown  # 8 evaluations of the one window, told as they run
+    assert shown == sorted(shown) and shown[-1] == 100

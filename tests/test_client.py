@@ -15,7 +15,7 @@ import grpc
 import numpy as np
 import pytest
 import soundfile as sf
-from samaudio_client import AsyncClient, Client, ServerError, Span, SpanError, StemBlock
+from samaudio_client import AsyncClient, Client, SamaudioError, ServerError, Span, SpanError, StemBlock
 from server_fixtures import (  # noqa: F401 - fixtures are used by name
     CHUNK_SECONDS,
     OVERLAP_SECONDS,
@@ -275,3 +275,41 @@ def test_the_async_client_gives_the_same_stems_as_the_blocking_one(client, golde
 def test_an_unknown_option_is_a_type_error_naming_the_known_ones(client):
     with pytest.raises(TypeError, match="chunk_secs.*known: model, chunk_seconds"):
         client.separate(np.zeros((100, 1), np.float32), 48000, "x", chunk_secs=1.0)
+
+
+def test_several_descriptions_come_back_by_name_from_one_stream(client):
+    audio = (np.round(make_audio(1.3, 44100, 2, seed=8) * 2**23) / 2**23).astype(np.float32)  # a 24-bit source
+
+    stems = client.separate(audio, 44100, ["a chirp", "low hum", "a chirp"], null_sum=True, **OPTIONS)
+    alone = client.separate(audio, 44100, "low hum", **OPTIONS)
+
+    assert list(stems.targets) == ["a chirp", "low hum", "a chirp (2)"]
+    np.testing.assert_allclose(stems["low hum"], alone.target, atol=1e-6, rtol=0)  # its single-prompt stream
+    np.testing.assert_array_equal(stems.target, stems["a chirp"])
+    assert np.array_equal(stems["a chirp"] + stems["low hum"] + stems["a chirp (2)"] + stems["residual"], audio)
+    with pytest.raises(KeyError, match="the stems are a chirp, low hum, a chirp \\(2\\), residual"):
+        stems["drums"]
+
+
+def test_spans_with_several_descriptions_are_refused_before_any_call(closed_port):
+    with Client(f"127.0.0.1:{closed_port}", retries=0) as c:
+        with pytest.raises(SamaudioError, match="spans and a video prompt mark one sound"):
+            c.separate(np.zeros((100, 1), np.float32), 48000, ["a", "b"], ["+0:0.001"])
+
+
+def test_on_step_moves_inside_one_window(golden_server):
+    _, port = golden_server
+    seen: list[tuple[int, int]] = []
+
+    async def separate():
+        async def on_step(done: int, planned: int) -> None:  # an async callback is awaited too
+            seen.append((done, planned))
+
+        async with AsyncClient(f"127.0.0.1:{port}") as c:
+            return await c.separate(make_audio(0.5, 48000, 1, seed=9), 48000, "a chirp", on_step=on_step,
+                                    chunk_seconds=CHUNK_SECONDS, overlap_seconds=OVERLAP_SECONDS, solver_steps=3)
+
+    stems = asyncio.run(separate())
+
+    assert stems.summary.windows == 1
+    assert seen == [(n, 6) for n in range(1, 7)]  # 3 midpoint steps: 6 evaluations, each one told

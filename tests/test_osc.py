@@ -174,6 +174,21 @@ def test_a_region_with_spans_gives_the_clients_stems_for_that_region(send, repli
     np.testing.assert_array_equal(residual, expected.residual)
 
 
+def test_several_sounds_separated_by_semicolons_are_done_with_one_file_each(send, replies, client, tmp_path, out_dir):
+    wav = write(tmp_path / "band.wav", 1.2, 48000, 1, seed=6)
+
+    send("/samaudio/separate", "b", str(wav), "a chirp; low hum")
+    done = replies.until_end("b")[-1]
+
+    expected = client.separate_file(wav, ["a chirp", "low hum"], **OPTIONS)
+    names = ["band.a-chirp.wav", "band.low-hum.wav", "band.residual.wav"]
+    assert done == ("/samaudio/done", ["b", *(str(out_dir / n) for n in names)])
+    got = [sf.read(path, dtype="float32", always_2d=True)[0] for path in done[1][1:]]
+    np.testing.assert_array_equal(got[0], expected["a chirp"])
+    np.testing.assert_array_equal(got[1], expected["low hum"])
+    np.testing.assert_array_equal(got[2], expected.residual)
+
+
 def test_integer_times_are_taken_as_seconds(send, replies, wav):
     send("/samaudio/separate", "ints", str(wav), "a chirp", 0, 1)
 

@@ -205,6 +205,31 @@ def test_reaper_puts_the_time_selection_stems_on_new_tracks_below_the_source(
     assert "100%" in report["progress"]
 
 
+def test_reaper_puts_several_sounds_from_the_real_server_in_a_folder_that_sums_to_the_selection(
+    lua, tmp_path, server_address, samaudio_program
+):
+    src = write_wav(tmp_path / "band.wav", 3.0, 48000, 1, seed=5)
+    report = run_reaper(
+        lua, tmp_path, tracks=[{"name": "Band", "items": [item(src, position=4.0, length=3.0)]}],
+        time_selection=[4.5, 5.7],
+        dialogs=[answers("a chirp; low hum", server_address, TOKEN, "n", samaudio_program, null_sum="y")],
+    )
+
+    assert_clean(report)
+    assert report["messages"] == []
+    layout = [(t["name"], t["folder_depth"]) for t in report["tracks"]]
+    assert layout == [("Band", 0), ("samaudio: a chirp, low hum", 1), ("a chirp", 0), ("low hum", 0), ("residual", -1)]
+    stems = []
+    for track in report["tracks"][2:]:
+        (placed,) = track["items"]
+        assert placed["position"] == pytest.approx(4.5) and placed["length"] == pytest.approx(1.2)
+        stems.append(sf.read(placed["takes"][0]["file"], dtype="float64")[0])
+    selection = sf.read(str(src), dtype="float64")[0][24000:24000 + 57600]
+    np.testing.assert_allclose(stems[0] + stems[1] + stems[2], selection, atol=1e-7, rtol=0)  # null-sum
+    assert [u["kind"] for u in report["undo"]] == ["begin", "end"]
+    assert "100%" in report["progress"]
+
+
 def test_reaper_sends_the_selection_s_place_in_the_source_file(lua, tmp_path, server_address, samaudio_program):
     # The item starts 0.5 s into its file and sits at 10 s: the selection 10.5-11.13 s is 1.0-1.63 s of the file.
     src = write_wav(tmp_path / "drums.wav", 4.0, 48000, 1, seed=3)
