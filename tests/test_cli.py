@@ -189,7 +189,8 @@ def test_the_progress_bar_and_summary_go_to_stderr(thin_python, server, tmp_path
 
     assert result.returncode == 0, result.stderr
     assert "take.wav: 100%" in result.stderr and "0.500 s, 1 ch, 48000 Hz separated" in result.stderr
-    assert "model golden, 1 window, chunk 1 s" in result.stderr  # one window, not "1 windows"
+    # one window, not "1 windows"; of the file's own length (13 frames of 40 ms), not the 1 s chunk
+    assert "model golden, 1 window, chunk 0.52 s" in result.stderr
 
 
 def test_info_prints_health_models_and_limits(thin_python, server):

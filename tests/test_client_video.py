@@ -68,7 +68,8 @@ def run_cli(python: str, *args: str) -> subprocess.CompletedProcess:
 
 
 def engine(model, processor, audio: np.ndarray, sample_rate: int, description: str, video) -> np.ndarray:
-    """The library's streaming engine with the test OPTIONS and a `VideoPrompt`: the target (frames, channels)."""
+    """The library's streaming engine with the test OPTIONS and a `VideoPrompt`: the target (frames, channels).
+    The client states the length it sends, so the engine is told it too."""
     from samaudio.streaming import StreamingSeparator
 
     sep = StreamingSeparator(
@@ -83,6 +84,7 @@ def engine(model, processor, audio: np.ndarray, sample_rate: int, description: s
         ode_opt={"method": "midpoint", "options": {"step_size": 1.0 / SOLVER_STEPS}},
         max_batch=MAX_BATCH,
         video=video,
+        total_frames=len(audio),
     )
     blocks = sep.push(audio) + sep.finish()
     return np.concatenate([b.target for b in blocks]).astype(np.float32)
