@@ -249,8 +249,10 @@ class RayWorker:
             future.set_result([])
             return future
         # A stream's text is encoded once (by a replica) and travels in every window's job, so no replica encodes
-        # it again; `should_stop` is the front door's: a cancelled stream cancels its requests instead.
-        jobs = [dataclasses.replace(job, should_stop=None) for job in jobs]
+        # it again; `should_stop` is the front door's: a cancelled stream cancels its requests instead. `on_step`
+        # (progress inside a window) is a callback into the front door's stream and stays there: on this backend
+        # progress moves per window.
+        jobs = [dataclasses.replace(job, should_stop=None, on_step=None) for job in jobs]
         for job in jobs:
             job.text.features(self.model)
         responses = [self._send(job) for job in jobs]
