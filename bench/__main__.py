@@ -28,6 +28,7 @@ TARGETS: dict[str, tuple[str, float]] = {
     "transport_realtime_factor": (">=", 300.0),
     "first_audio_latency_ratio": ("<=", 1.1),
     "reliability_internal_or_unknown": ("<=", 0),
+    "quality_si_sdri_median_db": (">=", 6.0),
 }
 
 
@@ -74,6 +75,10 @@ class Settings:
     stream_seconds: float = 60.0
     stream_steps: int = 1
     stream_pairs: int = 1
+    quality_examples: int = 40  # held-out mixtures (samaudio.train.data.held_out)
+    quality_seconds: float = 4.0
+    quality_stream_seconds: float = 60.0  # one long mixture per class for the streaming figures
+    quality_steps: int = 8  # midpoint steps of every separation in the quality figures
 
     @classmethod
     def for_run(cls, quick: bool, device: str, threads: int | None) -> "Settings":
@@ -200,6 +205,11 @@ def run_quality(s: Settings) -> dict[str, Any]:
     )
     out.update(measure_gate_effect(repeats=s.rerank_repeats, device=s.device, **common))
     out.update(measure_server_memory(**common))
+    from bench.separation import measure_separation
+
+    out.update(
+        measure_separation(s.quality_examples, s.quality_seconds, s.quality_stream_seconds, s.quality_steps)
+    )
     return out
 
 
@@ -232,7 +242,8 @@ MEASUREMENTS: dict[str, Callable[[Settings], dict[str, Any]]] = {
     "serving": run_serving,  # grpc_overhead_ratio and first_audio_latency_ratio
     "rtf": run_rtf,
     "rerank": run_rerank,  # K candidates vs one, peak memory with a ranker loaded vs without
-    "quality": run_quality,  # streaming: K candidates per window vs one, the span gate, server memory with parts
+    "quality": run_quality,  # streaming: K candidates per window vs one, the span gate, server memory with parts;
+    # separation quality of samaudio-demo (held-out SI-SDRi, codec ceiling, windows and seams)
     "cluster": run_cluster,  # the Ray Serve backend ([cluster] extra): replicas, front-door overhead
     "reliability": run_reliability,  # hostile clients against a server process
     "stages": run_stages,  # separate() per stage before / after #20, target-only, residual-free, bf16; a stream

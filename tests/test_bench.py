@@ -141,3 +141,23 @@ def test_stream_stages_report_before_and_after():
     figures = measure_stream_stages("demo-tiny", seconds=0.6, steps=1, pairs=1)
     assert_finite_keys(figures, ["stream_realtime_factor", "stream_peak_mib"])
     assert set(figures["stream_stages_seconds"]) == {"before", "after"}
+
+
+def test_separation_reports_held_out_si_sdri_the_codec_ceiling_and_streaming_figures():
+    pytest.importorskip("fast_bss_eval")
+    from bench.separation import measure_separation
+
+    figures = measure_separation(examples=3, seconds=1.0, stream_seconds=12.0, steps=1, classes=["a kick drum"])
+    assert_finite_keys(
+        figures,
+        [
+            "quality_si_sdri_median_db",
+            "quality_si_sdri_per_class_db",
+            "codec_si_sdr_median_db",
+            "stream_one_pass_si_sdr_all_db",
+            "stream_windows_10s_si_sdr_seam_db",
+            "stream_windows_10s_si_sdr_elsewhere_db",
+            "stream_windows_2s_si_sdr_seam_db",
+            "stream_windows_2s_absent_target_energy_db",
+        ],
+    )

@@ -1,0 +1,4 @@
+"""Training SAM-Audio: synthetic data, the codec and flow-matching objectives, and a resumable loop.
+
+Needs the `train` extra (auraloss, matplotlib) on top of `server`.
+"""
