@@ -51,6 +51,8 @@ class TrainConfig:
     flow_batch: int = 16
     flow_seconds: float = 2.0
     flow_lr: float = 5e-4
+    normalize_examples: int = 32  # fresh mixtures whose latent statistics are folded into the codec
+    normalize_seconds: float = 2.0
     pool_size: int = 192  # encoded examples the flow stage samples batches from
     pool_refresh: int = 1  # pool examples replaced by fresh ones each flow step
     warmup_steps: int = 30
@@ -207,11 +209,12 @@ class Trainer:
         self.save()
 
     def _normalize(self) -> None:
-        """Fold per-channel latent statistics of 32 fresh mixtures into the codec (see normalize_latents)."""
+        """Fold per-channel latent statistics of fresh mixtures into the codec (see normalize_latents)."""
         start = time.monotonic()
-        wav = torch.from_numpy(np.stack([data.make_example(self._rng(1, 0, i), 2.0).mixture for i in range(32)]))
+        n, seconds = self.train.normalize_examples, self.train.normalize_seconds
+        wav = torch.from_numpy(np.stack([data.make_example(self._rng(1, 0, i), seconds).mixture for i in range(n)]))
         with torch.no_grad():
-            latents = self.model.audio_codec(wav[:, None])  # (32, C, T)
+            latents = self.model.audio_codec(wav[:, None])  # (n, C, T)
         mean, std = normalize_latents(self.model.audio_codec, latents)
         logger.info("latent mean |%.3f|, std %.3f..%.3f folded into the codec", mean.abs().mean(), std.min(), std.max())
         self.elapsed += time.monotonic() - start
