@@ -477,6 +477,9 @@ class WindowJob:
     # Called after every vector-field evaluation of the model call that runs this job, with the call's count so
     # far, from the thread that runs the model: progress inside a window (issue 17). None: not told.
     on_step: Callable[[int], None] | None = None
+    # Whether the stream uses the model's residual of this window: False (a target-only stream, several prompts,
+    # null-sum) decodes the target alone, about half the codec's decode time (issue 20).
+    decode_residual: bool = True
 
     @property
     def description(self) -> str:
@@ -493,7 +496,7 @@ class WindowStems:
     """The stems of one window at 48 kHz (CPU float32)."""
 
     target: torch.Tensor  # (ch, W*H) the described sound
-    residual: torch.Tensor  # (ch, W*H) everything else
+    residual: torch.Tensor | None  # (ch, W*H) everything else; None when the job decoded no residual
     nfe: int = 0  # vector-field evaluations the solver made for this window
     scores: torch.Tensor | None = None  # (ch, K) ranker scores per channel; None when no ranker ran (K = 1, gated)
     chosen: torch.Tensor | None = None  # (ch,) int64: the candidate kept per channel; None when none was ranked
@@ -519,7 +522,8 @@ def separate_windows(model: "SAMAudio", processor: "SAMAudioProcessor", jobs: Se
     out: list[WindowStems | None] = [None] * len(jobs)
     groups: dict[tuple, list[int]] = {}
     for i, job in enumerate(jobs):
-        key = (job.audio.shape[-1], repr(job.ode_opt), job.candidates, job.predict_spans, job.span_gate)
+        key = (job.audio.shape[-1], repr(job.ode_opt), job.candidates, job.predict_spans, job.span_gate,
+               job.decode_residual)
         groups.setdefault(key + (job.span_threshold,), []).append(i)
     for idx in groups.values():
         for i, stems in zip(idx, _separate_group(model, processor, [jobs[i] for i in idx])):
@@ -638,11 +642,14 @@ def _solve(
         text_features=(torch.cat(feats).to(model.device), torch.cat(masks).to(model.device)),
         should_stop=_all_stopped(jobs),
         on_step=_each_step(jobs),
+        stems=("target", "residual") if jobs[0].decode_residual else ("target",),
     )
     out, r = [], 0
     for ch in channels:
         target = torch.stack([res.target[r + c] for c in range(ch)]).float().cpu()  # (ch, W*H)
-        residual = torch.stack([res.residual[r + c] for c in range(ch)]).float().cpu()  # (ch, W*H)
+        residual = None
+        if res.residual is not None:
+            residual = torch.stack([res.residual[r + c] for c in range(ch)]).float().cpu()  # (ch, W*H)
         scores = None if res.scores is None else res.scores[r : r + ch].clone()  # (ch, K)
         chosen = None if res.scores is None else res.chosen[r : r + ch].clone()  # (ch,)
         out.append(WindowStems(target=target, residual=residual, nfe=res.nfe, scores=scores, chosen=chosen))
@@ -886,6 +893,7 @@ class StreamingSeparator:
         null_sum: bool = False,
         total_frames: int | None = None,
         on_step: Callable[[int, int], None] | None = None,
+        residual: bool = True,
     ):
         self.plan = self.validate(
             model,
@@ -933,7 +941,9 @@ class StreamingSeparator:
         self._prompts = [_PromptState(p, self.seed, plan) for p in prompts]
         # The model's residual of one prompt is everything but that sound; with several prompts (or null-sum) the
         # residual is the mix minus the targets, made at the input rate from the frames pushed (_blocks).
-        self._model_residual = len(self._prompts) == 1 and not self.null_sum
+        # A caller that takes no residual (`residual=False`) gets the mix minus the target, made the same way, and
+        # the model decodes the target alone.
+        self._model_residual = len(self._prompts) == 1 and not self.null_sum and bool(residual)
         P, ch = len(self._prompts), self.channels
         self._rows = P * ch + (ch if self._model_residual else 0)  # targets by prompt, then the model's residual
         self._x: list[torch.Tensor] = []  # (ch, m) input frames not yet emitted, kept when the residual needs them
@@ -1375,6 +1385,7 @@ class StreamingSeparator:
                     predict_spans=self.predict_spans,
                     span_gate=self.span_gate,
                     span_threshold=self.span_threshold,
+                    decode_residual=self._model_residual,
                 )
             )
         return jobs

@@ -9,6 +9,7 @@ there the stems agree within 1e-6 (measured 4e-8).
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -104,3 +105,39 @@ def test_bf16_autocast_runs_and_stays_near_float32(golden_model, cases):
         assert a.dtype == torch.float32 and a.shape == b.shape
         assert 0 < (a - b).abs().max() < BF16_ATOL  # bf16 did run (not equal) and stays close
     assert torch.equal(fast.noise, both.noise)
+
+
+def _stream(model, processor, audio, **kw):
+    from samaudio.streaming import StreamingSeparator
+
+    sep = StreamingSeparator(
+        model, processor, "a chirp", sample_rate=44100, channels=audio.shape[1], chunk_seconds=1.0,
+        overlap_seconds=0.4, ode_opt={"method": "midpoint", "options": {"step_size": 0.5}}, **kw,
+    )
+    blocks = sep.push(audio) + sep.finish()
+    return np.concatenate([b.target for b in blocks]), np.concatenate([b.residual for b in blocks])
+
+
+def test_a_stream_that_takes_no_residual_decodes_targets_alone_and_gives_the_same_targets(golden_model, golden_processor):
+    """`residual=False` (a target-only stream): one decoded row per channel and window, targets within 1e-6 of a
+    two-stem stream (oneDNN may pick other kernels for the smaller decode), and the residual is the mix minus them."""
+    audio = (0.2 * np.random.default_rng(5).standard_normal((round(2.3 * 44100), 2))).astype(np.float32)
+    rows = []
+    decode = golden_model.audio_codec.decode
+
+    def counting_decode(latent, message=None):
+        rows.append(latent.shape[0])
+        return decode(latent, message=message)
+
+    golden_model.audio_codec.decode = counting_decode  # shadows the method for these streams only
+    try:
+        both = _stream(golden_model, golden_processor, audio)
+        decoded_both = sum(rows)
+        rows.clear()
+        alone = _stream(golden_model, golden_processor, audio, residual=False)
+        decoded_alone = sum(rows)
+    finally:
+        del golden_model.audio_codec.decode
+    assert decoded_alone * 2 == decoded_both
+    np.testing.assert_allclose(alone[0], both[0], atol=1e-6, rtol=0)
+    np.testing.assert_allclose(alone[1], audio - alone[0], atol=1e-6, rtol=0)

@@ -498,6 +498,7 @@ class SeparationServicer(pb_grpc.SeparationServiceServicer):
             prompts=self._prompts(config),
             null_sum=config.null_sum,
             total_frames=config.total_frames if config.HasField("total_frames") else None,
+            residual=pb.STEM_RESIDUAL in config.stems,  # a target-only stream decodes no residual
         )
 
         if separator.plan.frames * separator.plan.hop < round(config.chunk_seconds * self.model.sample_rate):
