@@ -76,7 +76,7 @@ def test_wrong_shape_is_named_with_both_shapes(golden_dir, tmp_path):
         state["memory_proj.bias"] = torch.zeros(state["memory_proj.bias"].shape[0] + 1)
 
     folder = write_official_folder(golden_dir, tmp_path / "w", mutate=widen)
-    with pytest.raises(CheckpointError, match=r"memory_proj\.bias: checkpoint \(\d+,\) vs model \(\d+,\)"):
+    with pytest.raises(CheckpointError, match=r"memory_proj\.bias: checkpoint \(\d+,\) vs config \(\d+,\)"):
         SAMAudio.from_pretrained(folder)
 
 

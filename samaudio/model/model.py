@@ -26,11 +26,11 @@ import torch
 import torch.nn as nn
 from torchdiffeq import odeint
 
-from samaudio.errors import CheckpointError, ConfigError, InvalidRequestError, StoppedError
+from samaudio.errors import ConfigError, InvalidRequestError, StoppedError
 from samaudio.model.align import AlignModalities, EmbedAnchors, SinusoidalEmbedding
 from samaudio.model.codec import DACVAE
 from samaudio.model.config import SAMAudioConfig
-from samaudio.model.hub import CONFIG_NAME, load_weights, resolve_folder
+from samaudio.model.hub import CONFIG_NAME, check_state_dict, load_weights, resolve_folder
 from samaudio.model.span_predictor import (
     DEFAULT_THRESHOLD,
     PEAudioFrame,
@@ -627,26 +627,13 @@ class SAMAudio(nn.Module):
             state = {k: v for k, v in state.items() if not k.startswith(SPAN_PREFIX)}  # not asked for
         # rankers load their own weights when built; any copy in the checkpoint is not needed
         state = {k: v for k, v in state.items() if not k.startswith(RANKER_PREFIXES)}
-        expected = self.state_dict()
-        missing = [k for k in expected if k not in state and not k.startswith(OPTIONAL_PREFIXES)]
-        unexpected = [k for k in state if k not in expected]
-        wrong = [
-            f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-            for k in expected
-            if k in state and state[k].shape != expected[k].shape
-        ]
-        problems = []
-        if missing:
-            problems.append(f"{len(missing)} missing key(s), first {', '.join(missing[:5])}")
-        if unexpected:
-            problems.append(f"{len(unexpected)} unexpected key(s), first {', '.join(unexpected[:5])}")
-        if wrong:
-            problems.append(f"{len(wrong)} shape mismatch(es), first {'; '.join(wrong[:3])}")
-        if problems:
-            raise CheckpointError(
-                "checkpoint does not fit this config: " + " | ".join(problems) + ". Is config.json the one saved "
-                "with these weights?"
-            )
+        check_state_dict(
+            state,
+            self.state_dict(),
+            "checkpoint",
+            "Is config.json the one saved with these weights?",
+            optional_prefixes=OPTIONAL_PREFIXES,
+        )
         result = self.load_state_dict(state, strict=False)
         assert not result.unexpected_keys, result.unexpected_keys
 
