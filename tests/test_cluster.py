@@ -66,13 +66,13 @@ def _stub(port: int):
     return channel, pb_grpc.SeparationServiceStub(channel)
 
 
-def _stream(model, processor, worker, audio, rate, *, push=4096, description="a chirp", **kw):
+def _stream(model, processor, worker, audio, rate, *, push=4096, description="a chirp", steps=2, **kw):
     from samaudio.streaming import StreamingSeparator
 
     sep = StreamingSeparator(
         model, processor, description, sample_rate=rate, channels=audio.shape[1], chunk_seconds=CHUNK,
-        overlap_seconds=OVERLAP, ode_opt={"method": "midpoint", "options": {"step_size": 0.5}}, worker=worker,
-        max_batch=4, **kw,
+        overlap_seconds=OVERLAP, ode_opt={"method": "midpoint", "options": {"step_size": 1.0 / steps}},
+        worker=worker, max_batch=4, **kw,
     )
     blocks = [b for p in pieces(audio, push) for b in sep.push(p)] + sep.finish()
     return np.concatenate([b.target for b in blocks]), np.concatenate([b.residual for b in blocks])
@@ -215,20 +215,31 @@ def test_the_cluster_bench_reports_rates_speedup_and_overhead(cluster):
 
 
 def test_a_replica_killed_mid_stream_loses_nothing(golden_model, golden_processor, worker):
-    audio = make_audio(6.0, 48000, 1, seed=5)
-    want = _stream(golden_model, golden_processor, None, audio, 48000)
-
+    """The replica that is running windows (its started count ahead of its finished count) is killed: they are
+    sent again to the survivor and the stems do not change."""
     import threading
 
-    def kill_one_replica_soon():
-        time.sleep(0.3)
-        names = [a for a in ray.util.list_named_actors(all_namespaces=True) if "SeparationReplica" in a["name"]]
-        ray.kill(ray.get_actor(names[0]["name"], namespace=names[0]["namespace"]), no_restart=True)
+    audio = make_audio(6.0, 48000, 1, seed=5)
+    want = _stream(golden_model, golden_processor, None, audio, 48000, steps=64)
+    killed: list[str] = []
 
-    killer = threading.Thread(target=kill_one_replica_soon)
+    def kill_a_busy_replica():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not killed:
+            for replica, row in worker.replica_stats().items():
+                if row["started"] > row["run"] + row["stopped"]:  # windows of this replica are in flight
+                    for actor in ray.util.list_named_actors(all_namespaces=True):
+                        if "SeparationReplica" in actor["name"] and actor["name"].endswith(replica):
+                            ray.kill(ray.get_actor(actor["name"], namespace=actor["namespace"]), no_restart=True)
+                            killed.append(replica)
+                            return
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=kill_a_busy_replica)
     killer.start()
-    got = _stream(golden_model, golden_processor, worker, audio, 48000, push=48000 * 6)
+    got = _stream(golden_model, golden_processor, worker, audio, 48000, push=48000 * 6, steps=64)
     killer.join()
+    assert killed, "no replica was seen running a window"
     np.testing.assert_allclose(got[0], want[0], atol=TOL, rtol=0)
     np.testing.assert_allclose(got[1], want[1], atol=TOL, rtol=0)
     assert worker.resubmitted >= 1
