@@ -104,11 +104,13 @@ def test_work_stops_at_the_next_solver_step_once_the_clients_deadline_passes(gol
             done.set()
 
     worker = BatchingWorker(run_batch, max_batch=1)
-    limits = Limits(max_frame_work=1e9)
+    limits = Limits(max_frame_work=1e9, max_solver_steps=4096)
     server, port = start_server(golden_model, golden_processor, limits=limits, worker=worker)
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
-            cfg = config(solver_steps=128, chunk_seconds=10.0, overlap_seconds=0.0)  # 256 evaluations: a minute
+            # 8192 evaluations: the solver outlasts the 1.5 s deadline however fast the machine (with 256 the
+            # tiny model's ODE could end before it, leaving only the uninterruptible decode)
+            cfg = config(solver_steps=4096, chunk_seconds=10.0, overlap_seconds=0.0)
             audio = np.zeros((4800, 1), np.float32)
             code, _ = status_of(
                 lambda: list(pb_grpc.SeparationServiceStub(ch).Separate(requests(cfg, [audio]), timeout=1.5))
