@@ -15,7 +15,8 @@ Masked videos (visual prompting) are (N, 3, H, W) uint8 RGB tensors or video fil
 `av` package, part of the `[server]` extra) where the official processor uses torchcodec. One frame is picked
 per latent frame (40 ms): for a file, the frame whose presentation time is nearest to the latent frame's time
 (the earlier frame on ties); for a tensor, N frames assumed to span the item evenly. Files decode completely
-into memory: pass `max_bytes` to `decode_video` to bound what an untrusted file may take.
+into memory: pass `max_bytes` to `decode_video` to bound what an untrusted file may take. A stream's masked
+video is a `VideoPrompt` (frames on the stream's clock), whose windows take frames by the same nearest-time rule.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ import io
 import json
 import logging
 import math
+import numbers
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -44,7 +46,16 @@ from samaudio.model.hub import CONFIG_NAME, resolve_folder
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SAMAudioProcessor", "Batch", "Anchor", "DecodedVideo", "decode_video", "nearest_frames", "latent_times"]
+__all__ = [
+    "SAMAudioProcessor",
+    "Batch",
+    "Anchor",
+    "DecodedVideo",
+    "VideoPrompt",
+    "decode_video",
+    "nearest_frames",
+    "latent_times",
+]
 
 Anchor = tuple[str, float, float]  # (sign, start_seconds, end_seconds); sign "+" present, "-" absent
 AudioInput = torch.Tensor | str | os.PathLike
@@ -239,6 +250,105 @@ def nearest_frames(times: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 def latent_times(frames: int, hop_length: int, sample_rate: int, first: int = 0) -> torch.Tensor:
     """Times in seconds of latent frames [first, first + frames): k * hop / sr, (frames,) float64."""
     return torch.arange(first, first + frames, dtype=torch.float64) * hop_length / sample_rate
+
+
+@dataclass(frozen=True)
+class VideoPrompt:
+    """A stream's masked video: frames with the sounding object masked, and when each is shown.
+
+    Times are seconds on the stream's clock (0 = its first frame of audio). Build one with `from_frames`
+    (frames at a constant rate) or `from_file` (a decoded file's presentation times, as stored).
+    """
+
+    frames: torch.Tensor  # (N, 3, Hv, Wv) uint8 RGB, the object already masked
+    times: torch.Tensor  # (N,) float64 seconds each frame is shown from, non-decreasing
+    end_seconds: float  # where the video ends: latent frames from here on get no frame (zero features)
+
+    def __post_init__(self):
+        v = self.frames
+        if not isinstance(v, torch.Tensor) or v.dim() != 4 or v.shape[1] != 3 or 0 in v.shape:
+            shape = tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
+            raise InvalidVideoError(f"video frames are {shape} but must be (frames, 3, height, width) RGB, none empty")
+        if v.dtype != torch.uint8:
+            raise InvalidVideoError(
+                f"video frames have dtype {v.dtype} but must be uint8 RGB 0..255: convert them, e.g. "
+                "(x * 255).round().clamp(0, 255).to(torch.uint8) for floats in [0, 1]"
+            )
+        t = self.times
+        if not isinstance(t, torch.Tensor) or t.shape != (v.shape[0],):
+            shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise InvalidVideoError(f"{v.shape[0]} video frames but times of shape {shape}: give one time per frame")
+        if not bool(torch.isfinite(t).all()) or bool((t[1:] < t[:-1]).any()):
+            raise InvalidVideoError("video frame times must be finite seconds in presentation (non-decreasing) order")
+        if not math.isfinite(self.end_seconds) or self.end_seconds <= float(t[-1]):
+            raise InvalidVideoError(
+                f"the video ends at {self.end_seconds} s, not after its last frame at {float(t[-1])} s: give the "
+                "last frame's time plus its duration"
+            )
+
+    @classmethod
+    def from_frames(
+        cls, frames: torch.Tensor, frames_per_second: float, masks: torch.Tensor | None = None
+    ) -> VideoPrompt:
+        """Frames shown at a constant rate from 0 s: frame i at i / fps, the video ending at N / fps.
+
+        `masks` ((N, Hv, Wv) or (N, 1, Hv, Wv), non-zero on the object) black the object out, as
+        `SAMAudioProcessor.mask_videos` does; without them the frames are taken as masked already.
+        """
+        fps = frames_per_second
+        if isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not math.isfinite(fps) or fps <= 0:
+            raise InvalidVideoError(f"frames_per_second is {fps!r}: give the video's frame rate, a positive number")
+        n = frames.shape[0] if isinstance(frames, torch.Tensor) and frames.dim() else 0
+        times = torch.arange(n, dtype=torch.float64) / float(fps)  # (N,)
+        video = cls(frames=frames, times=times, end_seconds=n / float(fps))
+        return video if masks is None else video.with_masks(masks)
+
+    @classmethod
+    def from_file(
+        cls, source: str | os.PathLike | bytes, masks: torch.Tensor | None = None, *, max_bytes: int | None = None
+    ) -> VideoPrompt:
+        """A video file (a path or its bytes), decoded whole with PyAV; `masks` as in `from_frames`, one per
+        decoded frame. `max_bytes` bounds the decoded frames (`VideoTooLargeError` beyond)."""
+        decoded = decode_video(source, max_bytes=max_bytes)
+        video = cls(frames=decoded.frames, times=decoded.times, end_seconds=decoded.end_seconds)
+        return video if masks is None else video.with_masks(masks)
+
+    def with_masks(self, masks: torch.Tensor) -> VideoPrompt:
+        """The same video with the object blacked out: `frames * (masks == 0)`, masks (N, Hv, Wv) or
+        (N, 1, Hv, Wv), non-zero on the object (the rule of `SAMAudioProcessor.mask_videos`)."""
+        if not isinstance(masks, torch.Tensor):
+            raise InvalidVideoError(f"masks is a {type(masks).__name__}: give a (frames, height, width) tensor")
+        m = masks.unsqueeze(1) if masks.dim() == 3 else masks  # (N, 1, Hv, Wv)
+        N, _, Hv, Wv = self.frames.shape
+        if m.dim() != 4 or tuple(m.shape) != (N, 1, Hv, Wv):
+            raise InvalidVideoError(
+                f"masks of shape {tuple(masks.shape)} do not fit video frames of shape {tuple(self.frames.shape)}: "
+                "give one (height, width) mask per frame, (frames, height, width)"
+            )
+        return replace(self, frames=self.frames * (m == 0))  # (N, 3, Hv, Wv), the object blacked out
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width) of the frames."""
+        return self.frames.shape[2], self.frames.shape[3]
+
+    @property
+    def frames_per_second(self) -> float:
+        """Average rate: frames over the time from the first frame to the end."""
+        return self.frames.shape[0] / (self.end_seconds - float(self.times[0]))
+
+    def window(self, first_frame: int, frames: int, hop: int, sample_rate: int) -> torch.Tensor:
+        """The frames of latent frames [first_frame, first_frame + frames): (F, 3, Hv, Wv), F <= frames.
+
+        Latent frame f gets the frame shown nearest to f * hop / sample_rate; frames from the video's end on get
+        none (so F < frames in the window where the video ends, 0 after it).
+        """
+        t = latent_times(frames, hop, sample_rate, first_frame)  # (frames,)
+        shown = int((t < self.end_seconds - TIE_SECONDS).sum())  # a prefix: times increase
+        idx = nearest_frames(self.times, t[:shown])  # (F,)
+        if shown and bool((idx == torch.arange(int(idx[0]), int(idx[0]) + shown)).all()):
+            return self.frames[int(idx[0]) : int(idx[0]) + shown]  # a view: one frame per latent frame (25 fps)
+        return self.frames[idx]  # (F, 3, Hv, Wv)
 
 
 @dataclass
