@@ -50,6 +50,8 @@ __all__ = [
     "SAMAudioProcessor",
     "Batch",
     "Anchor",
+    "FrameAnchor",
+    "anchor_frame",
     "DecodedVideo",
     "VideoPrompt",
     "decode_video",
@@ -58,6 +60,7 @@ __all__ = [
 ]
 
 Anchor = tuple[str, float, float]  # (sign, start_seconds, end_seconds); sign "+" present, "-" absent
+FrameAnchor = tuple[str, int, int]  # (sign, start_frame, end_frame): latent frames [start, end)
 AudioInput = torch.Tensor | str | os.PathLike
 VideoInput = torch.Tensor | str | os.PathLike  # (N, 3, H, W) uint8 frames, or a video file
 
@@ -138,6 +141,12 @@ def _check_audio(wav: torch.Tensor, where: str, hop_length: int, sample_rate: in
         raise InvalidAudioError(
             f"{where} has {bad} non-finite sample(s) (NaN or inf): replace them (e.g. with 0) and try again"
         )
+
+
+def anchor_frame(seconds: float, sample_rate: int, hop_length: int) -> int:
+    """The latent frame an anchor edge at `seconds` falls on: ceil(t * sr / hop), Python floats, multiply first
+    (the official rule; the one place it is written)."""
+    return math.ceil(seconds * sample_rate / hop_length)
 
 
 MAX_ANCHOR_SECONDS = 1e7  # ~116 days, far past any audio; keeps frame numbers exact in float64 (issue 19)
@@ -384,6 +393,45 @@ class Batch:
         2 + k, later anchors overwriting earlier ones and the <pad> slot of padded frames. `warn_empty=False`
         quietens the warning for an anchor that covers no frame (predicted spans make such anchors by design).
         """
+        if anchors is None:
+            self.set_anchor_frames(None)
+            return
+        if isinstance(anchors, (str, bytes)) or not isinstance(anchors, Sequence):
+            raise InvalidAnchorError(
+                f"anchors must be a list with one list of (sign, start, end) per item, got {type(anchors).__name__}"
+            )
+        B = self.audio_pad_mask.shape[0]
+        if len(anchors) != B:
+            raise InvalidRequestError(
+                f"{len(anchors)} anchor lists for {B} audios: give one list per item ([] for none), or None"
+            )
+        rows = []
+        for i, item in enumerate(anchors):
+            if isinstance(item, (str, bytes)) or not isinstance(item, Sequence):
+                raise InvalidAnchorError(
+                    f"anchors[{i}] is {item!r}; each item needs a list of (sign, start, end) triples ([] for none)"
+                )
+            row = []
+            for k, anchor in enumerate(item):
+                sign, start, end = _check_anchor(anchor, f"anchors[{i}][{k}]")
+                s = anchor_frame(start, self.audio_sampling_rate, self.hop_length)
+                e = anchor_frame(end, self.audio_sampling_rate, self.hop_length)
+                frames = int(self.sizes[i])
+                if s >= min(e, frames):
+                    where = f"anchors[{i}][{k}] ({sign}, {start} s, {end} s)"
+                    log = logger.warning if warn_empty else logger.debug
+                    log("%s covers no frame of the item's %d frames", where, frames)
+                row.append((sign, s, e))
+            rows.append(row)
+        self.set_anchor_frames(rows)
+
+    def set_anchor_frames(self, anchors: Sequence[Sequence[FrameAnchor]] | None) -> None:
+        """Set `anchor_ids` (B, A) and `anchor_alignment` (B, T) from per-item (sign, start, end) latent frames.
+
+        Anchor k marks frames [start, end) with slot 2 + k, later anchors overwriting earlier ones and the <pad>
+        slot of padded frames. For callers that hold anchors in frames already (the streaming engine's windows),
+        so that they take no round trip through seconds; `anchors` stays as given (None for none given in seconds).
+        """
         mask = self.audio_pad_mask
         B, T = mask.shape
         alignment = torch.full((B, T), NULL_SLOT, dtype=torch.long, device=mask.device)  # (B, T)
@@ -391,30 +439,10 @@ class Batch:
         if anchors is None:
             ids = torch.tensor([[ANCHOR_IDS["<null>"], ANCHOR_IDS["<pad>"]]] * B, dtype=torch.long)  # (B, 2)
         else:
-            if isinstance(anchors, (str, bytes)) or not isinstance(anchors, Sequence):
-                raise InvalidAnchorError(
-                    f"anchors must be a list with one list of (sign, start, end) per item, got {type(anchors).__name__}"
-                )
-            if len(anchors) != B:
-                raise InvalidRequestError(
-                    f"{len(anchors)} anchor lists for {B} audios: give one list per item ([] for none), or None"
-                )
             rows = []
             for i, item in enumerate(anchors):
-                if isinstance(item, (str, bytes)) or not isinstance(item, Sequence):
-                    raise InvalidAnchorError(
-                        f"anchors[{i}] is {item!r}; each item needs a list of (sign, start, end) triples ([] for none)"
-                    )
                 row = [ANCHOR_IDS["<null>"], ANCHOR_IDS["<pad>"]]
-                for k, anchor in enumerate(item):
-                    sign, start, end = _check_anchor(anchor, f"anchors[{i}][{k}]")
-                    s = math.ceil(start * self.audio_sampling_rate / self.hop_length)
-                    e = math.ceil(end * self.audio_sampling_rate / self.hop_length)
-                    frames = int(self.sizes[i])
-                    if s >= min(e, frames):
-                        where = f"anchors[{i}][{k}] ({sign}, {start} s, {end} s)"
-                        log = logger.warning if warn_empty else logger.debug
-                        log("%s covers no frame of the item's %d frames", where, frames)
+                for sign, s, e in item:
                     alignment[i, s:e] = len(row)
                     row.append(ANCHOR_IDS[sign])
                 rows.append(row)

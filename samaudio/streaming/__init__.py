@@ -45,9 +45,10 @@ Choices and their reasons:
   the stream's first window (`StreamText`), on the thread that runs the model, and the features are reused by
   every window (`text_features` of `SAMAudio.separate`).
 - **Anchors** ("+"/"-", start, end in absolute seconds) are mapped to absolute latent frames with the
-  processor's rule (`ceil(t * 48000 / 1920)`), clipped to each window and handed to it in window seconds
-  (half a frame before each edge frame, so the processor's `ceil` finds exactly those frames again).
-  A window that no anchor reaches gets none.
+  processor's rule (`ceil(t * 48000 / 1920)`, `processor.anchor_frame`) once per stream, clipped to each window
+  and handed to its batch in frames (`Batch.set_anchor_frames`): no round trip through seconds. A window that
+  no anchor reaches gets none. (`WindowJob.anchors` still reads them in window seconds, half a frame before
+  each edge frame, so the processor's `ceil` finds exactly those frames again.)
 - **A masked video** (`VideoPrompt`: frames with the object masked, and their times) prompts visually. Each
   window gets, for each of its latent frames f, the frame shown nearest to f * 40 ms (the earlier one on ties),
   which is the processor's rule for video files applied at absolute times, so windows agree where they
@@ -83,9 +84,10 @@ latent frames, H hop (samples per latent frame at 48 kHz), C codec latent channe
 Dt text feature width, N video frames, F video frames of one window (<= W), Hv x Wv video frame size.
 
 Modules, one concept each: `plan` (where windows sit, frames and seconds), `noise` (starting noise and watermark
-of absolute positions), `resample` (piecewise resampling), `overlap_add` (stitching), `jobs` (a window's work
-unit and the worker interface), `batch` (jobs into model calls), `prompts` (several sounds, null-sum),
-`separator` (the stream). The masked video (`VideoPrompt`) lives beside the processor's video code.
+of absolute positions), `resample` (piecewise resampling), `input_buffer` (the 48 kHz input windows read),
+`overlap_add` (stitching), `jobs` (a window's work unit, built from latent frames by plain functions, and the
+worker interface), `batch` (jobs into model calls), `prompts` (several sounds, null-sum), `separator` (the
+stream). The masked video (`VideoPrompt`) lives beside the processor's video code.
 """
 
 from samaudio.processor import VideoPrompt

@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 
-from samaudio.processor import Anchor
+from samaudio.processor import Batch, FrameAnchor, anchor_frame
 from samaudio.streaming.jobs import WindowJob, WindowStems
 
 if TYPE_CHECKING:
     from samaudio.model.model import SAMAudio
-    from samaudio.processor import Batch, SAMAudioProcessor
+    from samaudio.processor import SAMAudioProcessor
 
 
 def separate_windows(model: "SAMAudio", processor: "SAMAudioProcessor", jobs: Sequence[WindowJob]) -> list[WindowStems]:
@@ -39,17 +39,29 @@ def separate_windows(model: "SAMAudio", processor: "SAMAudioProcessor", jobs: Se
 
 
 def window_batch(
-    processor: "SAMAudioProcessor", jobs: Sequence[WindowJob], anchors: Sequence[list[Anchor]] | None = None
-) -> "Batch":
-    """The processor batch of `jobs`: one item per channel of each job, in order, each with its job's anchors
-    (or `anchors`, one list per item) and masked video frames."""
-    batch = processor(
+    processor: "SAMAudioProcessor", jobs: Sequence[WindowJob], anchors: Sequence[Sequence[FrameAnchor]] | None = None
+) -> Batch:
+    """The model batch of `jobs`, built from latent frames: one item per channel of each job, in order, each with
+    its job's anchors (or `anchors`, one list per item, in window frames) and masked video frames.
+
+    The processor's rules without its checks: a window's audio was checked once, when it was pushed, and its
+    anchors are frames already, so they take no round trip through seconds.
+    """
+    rows = [row for job in jobs for row in job.audio]  # B x (W*H,): one item per channel, mono as it is
+    audios = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)[:, None]  # (B, 1, Lmax)
+    wav_sizes = torch.tensor([row.shape[0] for row in rows], dtype=torch.long)  # (B,)
+    sizes = processor.wav_to_feature_idx(wav_sizes)  # (B,) float32, ceil(L / hop)
+    batch = Batch(
+        audios=audios,
+        sizes=sizes,
+        wav_sizes=wav_sizes,
         descriptions=[job.description for job in jobs for _ in range(job.audio.shape[0])],
-        audios=[job.audio[c : c + 1] for job in jobs for c in range(job.audio.shape[0])],  # B x (1, W*H)
-        anchors=[list(a) for a in anchors]
-        if anchors is not None
-        else [list(job.anchors) for job in jobs for _ in range(job.audio.shape[0])],
+        hop_length=processor.audio_hop_length,
+        audio_sampling_rate=processor.audio_sampling_rate,
     )
+    if anchors is None:
+        anchors = [job.anchor_frames for job in jobs for _ in range(job.audio.shape[0])]
+    batch.set_anchor_frames(anchors)
     if any(job.masked_video is not None for job in jobs):
         # Set here, not through the processor, which would stretch F < W frames over the window. The encoder pads
         # each item's features to the window with zeros, so a job without video (or past its video's end) gets
@@ -64,7 +76,7 @@ def window_batch(
 def _separate_group(model: "SAMAudio", processor: "SAMAudioProcessor", jobs: list[WindowJob]) -> list[WindowStems]:
     """Jobs of equal length, ODE, candidate count and span settings, in one model call (gated ones in none)."""
     out: list[WindowStems | None] = [None] * len(jobs)
-    anchors: list[list[Anchor]] | None = None
+    anchors: list[list[FrameAnchor]] | None = None
     first = jobs[0]
     if first.predict_spans or first.span_gate:
         active = _window_activity(model, processor, jobs, first.span_threshold)  # B x (W,) bool, one per channel
@@ -76,7 +88,7 @@ def _separate_group(model: "SAMAudio", processor: "SAMAudioProcessor", jobs: lis
                     out[i] = WindowStems(target=target, residual=job.audio.clone(), gated=True)
         if first.predict_spans:  # a window's own anchors win, as in SAMAudio.separate
             predicted = _activity_anchors(model, active)
-            anchors = [list(job.anchors) or predicted[r] for job, (a, b) in zip(jobs, rows) for r in range(a, b)]
+            anchors = [list(job.anchor_frames) or predicted[r] for job, (a, b) in zip(jobs, rows) for r in range(a, b)]
     run = [i for i in range(len(jobs)) if out[i] is None]
     if run:
         if anchors is not None:
@@ -107,20 +119,25 @@ def _window_activity(
     return list(active.cpu())  # B x (W,)
 
 
-def _activity_anchors(model: "SAMAudio", active: list[torch.Tensor]) -> list[list[Anchor]]:
-    """'+' anchors (window seconds) on each item's active runs, as SAMAudio.predict_spans makes them."""
+def _activity_anchors(model: "SAMAudio", active: list[torch.Tensor]) -> list[list[FrameAnchor]]:
+    """'+' anchors (window frames) on each item's active runs, as SAMAudio.predict_spans makes them: through the
+    predictor's seconds (float32, as the official code), read back by the processor's rule."""
     from samaudio.model.span_predictor import anchors_from_spans, spans_from_activity
 
     predictor = model.span_predictor
     spans = spans_from_activity(torch.stack(active), predictor.hop_length, predictor.sample_rate)
-    return [list(a) for a in anchors_from_spans(spans)]
+    rate, hop = model.sample_rate, model.hop_length
+    return [
+        [(sign, anchor_frame(float(s), rate, hop), anchor_frame(float(e), rate, hop)) for sign, s, e in item]
+        for item in anchors_from_spans(spans)
+    ]
 
 
 def _solve(
     model: "SAMAudio",
     processor: "SAMAudioProcessor",
     jobs: list[WindowJob],
-    anchors: list[list[Anchor]] | None,
+    anchors: list[list[FrameAnchor]] | None,
 ) -> list[WindowStems]:
     channels = [job.audio.shape[0] for job in jobs]
     K = jobs[0].candidates

@@ -15,10 +15,14 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence, runtime_che
 import torch
 
 from samaudio.model.span_predictor import DEFAULT_THRESHOLD
-from samaudio.processor import Anchor
+from samaudio.processor import Anchor, FrameAnchor, VideoPrompt
+from samaudio.streaming.noise import frame_noise
+from samaudio.streaming.plan import WindowPlan, frame_seconds
 
 if TYPE_CHECKING:
     from samaudio.model.model import SAMAudio
+
+NoiseRows = tuple[int, torch.Tensor]  # (first latent frame, (W, 2C) noise) of a window
 
 
 
@@ -55,11 +59,13 @@ class StreamText:
 class WindowJob:
     """Everything the model needs to separate one window of one stream."""
 
-    audio: torch.Tensor  # (ch, W*H) float32 at 48 kHz, CPU; zero-padded to the full window
+    audio: torch.Tensor  # (ch, W*H) float32 at 48 kHz, CPU; zero-padded to the full window; checked by the stream
     text: StreamText  # the stream's description, encoded by the worker on first use
-    anchors: list[Anchor]  # in window seconds; [] when no anchor reaches this window
+    # (sign, start, end) latent frames of this window, [start, end) within [0, W); [] when no anchor reaches it
+    anchor_frames: list[FrameAnchor]
     noise: torch.Tensor  # (W, 2C) float32 starting noise shared by the window's channels; (K, W, 2C) for K > 1
     watermark_message: torch.Tensor  # (2, 16) float bits: row 0 target, row 1 residual
+    plan: WindowPlan  # the stream's windows: this one is `index`, from latent frame `first_frame`
     ode_opt: dict[str, Any] | None = None  # torchdiffeq method/options; None = the model's default
     index: int = 0  # window index in its stream (k), for logs
     first_frame: int = 0  # absolute latent frame of the window's start
@@ -87,9 +93,48 @@ class WindowJob:
         return self.text.description
 
     @property
+    def anchors(self) -> list[Anchor]:
+        """The anchors in window seconds, half a frame before each edge frame (the processor maps them back)."""
+        return [(sign, frame_seconds(s, self.plan), frame_seconds(e, self.plan)) for sign, s, e in self.anchor_frames]
+
+    @property
     def candidates(self) -> int:
         """K: starting noises the window is solved from (a ranker keeps one per channel)."""
         return self.noise.shape[0] if self.noise.dim() == 3 else 1
+
+
+# ----------------------------------------------------------------------------------------------------------
+# A window's part of the stream's prompts: functions of absolute latent frames only
+
+
+def window_anchors(anchor_frames: Sequence[FrameAnchor], first_frame: int, frames: int) -> list[FrameAnchor]:
+    """Anchors in absolute latent frames clipped to the window [first_frame, first_frame + frames), in the
+    window's frames; [] when none reaches it."""
+    out = []
+    for sign, s, e in anchor_frames:
+        s, e = max(s - first_frame, 0), min(e - first_frame, frames)
+        if s < e:
+            out.append((sign, s, e))
+    return out
+
+
+def window_noise(
+    seed: int, first_frame: int, plan: WindowPlan, width: int, candidate: int, previous: NoiseRows | None
+) -> torch.Tensor:
+    """`frame_noise` of the window from `first_frame`: (W, 2C), reusing the rows `previous` (the stream's last
+    window's (first_frame, noise)) already drew; rows are functions of (seed, candidate, frame) only."""
+    W = plan.frames
+    if previous is not None and 0 < first_frame - previous[0] < W:
+        prev_f0, prev = previous
+        kept = prev[first_frame - prev_f0 :]  # (W - (first_frame - prev_f0), 2C)
+        fresh = frame_noise(seed, prev_f0 + W, W - kept.shape[0], width, candidate)
+        return torch.cat([kept, fresh])  # (W, 2C)
+    return frame_noise(seed, first_frame, W, width, candidate)  # (W, 2C)
+
+
+def window_video(video: VideoPrompt | None, first_frame: int, plan: WindowPlan) -> torch.Tensor | None:
+    """The masked frames of the window's latent frames: (F, 3, Hv, Wv), F <= W; None without a video."""
+    return None if video is None else video.window(first_frame, plan.frames, plan.hop, plan.sample_rate)
 
 
 @dataclass

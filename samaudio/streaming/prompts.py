@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -10,8 +9,8 @@ import numpy as np
 import torch
 
 from samaudio.errors import InvalidAnchorError
-from samaudio.processor import Anchor
-from samaudio.streaming.jobs import StreamText
+from samaudio.processor import Anchor, FrameAnchor, anchor_frame
+from samaudio.streaming.jobs import NoiseRows, StreamText, window_noise
 from samaudio.streaming.noise import watermark_bits
 from samaudio.streaming.plan import WindowPlan
 
@@ -32,15 +31,24 @@ class PromptState:
         self.description = prompt.description
         self.anchors = check_anchors(prompt.anchors)
         self.seed = int(seed if prompt.seed is None else prompt.seed)
-        # absolute latent frames of each anchor, by the processor's rule (Python floats, multiply then divide)
-        self.anchor_frames = [
-            (sign, math.ceil(s * plan.sample_rate / plan.hop), math.ceil(e * plan.sample_rate / plan.hop))
+        # absolute latent frames of each anchor, by the processor's rule: windows clip these, in frames
+        self.anchor_frames: list[FrameAnchor] = [
+            (sign, anchor_frame(s, plan.sample_rate, plan.hop), anchor_frame(e, plan.sample_rate, plan.hop))
             for sign, s, e in self.anchors
         ]
         self.message = watermark_bits(self.seed)  # (2, 16)
         self.text = StreamText(self.description)  # encoded by the worker, on the first window
         # per candidate: (first frame, (W, 2C)) of the last window's noise
-        self.noise: dict[int, tuple[int, torch.Tensor]] = {}
+        self.noise: dict[int, NoiseRows] = {}
+
+    def window_noise(self, first_frame: int, plan: WindowPlan, width: int, candidates: int) -> torch.Tensor:
+        """The window's starting noise: (W, 2C) for one candidate, (K, W, 2C) for K; the rows kept for the next."""
+        rows = []
+        for c in range(candidates):
+            noise = window_noise(self.seed, first_frame, plan, width, c, self.noise.get(c))  # (W, 2C)
+            self.noise[c] = (first_frame, noise)
+            rows.append(noise)
+        return rows[0] if candidates == 1 else torch.stack(rows)  # (W, 2C) or (K, W, 2C)
 
 
 NULL_SUM_GRID = 2.0**-23  # null-sum targets are rounded to the 24-bit PCM grid, so that input - targets is exact

@@ -32,10 +32,10 @@ from samaudio.errors import (
 from samaudio.model.span_predictor import DEFAULT_THRESHOLD
 from samaudio.processor import Anchor, VideoPrompt
 from samaudio.streaming.batch import LocalWorker
-from samaudio.streaming.jobs import StreamText, WindowJob, WindowStems, WindowWorker
-from samaudio.streaming.noise import frame_noise
+from samaudio.streaming.input_buffer import InputBuffer
+from samaudio.streaming.jobs import StreamText, WindowJob, WindowStems, WindowWorker, window_anchors, window_video
 from samaudio.streaming.overlap_add import OverlapAdd
-from samaudio.streaming.plan import WindowPlan, frame_seconds
+from samaudio.streaming.plan import WindowPlan
 from samaudio.streaming.prompts import Prompt, PromptState, check_anchors, null_sum_residual
 from samaudio.streaming.resample import MAX_RESAMPLE_TAPS, StreamResampler, resample_taps
 
@@ -168,10 +168,7 @@ class StreamingSeparator:
 
         self._up = StreamResampler(self.sample_rate, plan.sample_rate, self.channels)
         self._down = StreamResampler(plan.sample_rate, self.sample_rate, self._rows)
-        self._y = torch.zeros(self.channels, 0)  # (ch, L) input at 48 kHz from sample _y_start on
-        self._y_pieces: list[torch.Tensor] = []  # (ch, m) input after _y, joined to it only when a window is cut
-        self._y_len = 0  # samples in _y and _y_pieces together
-        self._y_start = 0
+        self._input = InputBuffer(self.channels)  # (ch, L) the input at 48 kHz that windows still need
         self._next = 0  # next window to run
         # target rows then residual rows, room for one model call's windows: (max_batch - 1) strides + a window
         self._ola = OverlapAdd(self._rows, (self.max_batch - 1) * plan.stride * plan.hop + plan.samples)
@@ -392,7 +389,7 @@ class StreamingSeparator:
                     self.frames_in += b - a
                     if not self._model_residual:
                         self._x.append(x)
-                    self._append_y(self._up.push(x))
+                    self._input.append(self._up.push(x))
                     out += self._run(final=False, drain=i == len(pieces) - 1)
                 return self._blocks(out, limit=None)
             except BaseException as e:
@@ -407,7 +404,7 @@ class StreamingSeparator:
         with self._busy:
             self._check_open()
             try:
-                self._append_y(self._up.finish())
+                self._input.append(self._up.finish())
                 out = self._run(final=True, drain=True)
                 blocks = self._blocks(out, limit=self.frames_in)
                 assert self._emitted == self.frames_in, (self._emitted, self.frames_in)
@@ -441,7 +438,7 @@ class StreamingSeparator:
     @property
     def held_samples(self) -> int:
         """Samples (per channel) held in the stream's buffers: bounded by a few windows, not by the stream."""
-        return self._up.held + self._y_len + self._ola.length + self._down.held + sum(x.shape[-1] for x in self._x)
+        return self._up.held + self._input.length + self._ola.length + self._down.held + sum(x.shape[-1] for x in self._x)
 
     # ------------------------------------------------------------------ internals
 
@@ -453,8 +450,7 @@ class StreamingSeparator:
     def _close(self, why: str) -> None:
         self._closed = why
         # free the buffers; the counters stay for summaries
-        self._y = torch.zeros(0, 0)
-        self._y_pieces, self._y_len = [], 0
+        self._input = InputBuffer(0)
         self._ola = OverlapAdd(0, 0)
         self._x = []
         for prompt in self._prompts:
@@ -481,23 +477,10 @@ class StreamingSeparator:
         per = max(1, -(-self.max_batch * plan.stride * plan.hop * self.sample_rate // plan.sample_rate))
         return [(a, min(n, a + per)) for a in range(0, n, per)] or [(0, 0)]
 
-    def _append_y(self, y: torch.Tensor) -> None:
-        # Pieces are kept as they come and joined once per window (_joined_y): joining on every push would copy
-        # the whole buffer each time, quadratic in the pushes per window.
-        if y.shape[-1]:
-            self._y_pieces.append(y)
-            self._y_len += y.shape[-1]
-
-    def _joined_y(self) -> torch.Tensor:
-        if self._y_pieces:
-            self._y = torch.cat([self._y, *self._y_pieces], dim=-1)
-            self._y_pieces = []
-        return self._y
-
     def _run(self, *, final: bool, drain: bool) -> list[torch.Tensor]:
         """Separate the windows that can run now, stitch them, and return newly final output pieces (2ch, m)."""
         plan, out = self.plan, []
-        y_end = self._y_start + self._y_len
+        y_end = self._input.end
         length = self._up.n_out  # 48 kHz samples known so far (all of them once final)
         while True:
             ready, k = [], self._next
@@ -518,7 +501,7 @@ class StreamingSeparator:
             # stitched samples are final up to where the next window starts (or the end, once known)
             done = min(plan.start(self._next), length) if final else plan.start(self._next)
             out.append(self._down.push(self._ola.take(done)))
-            self._drop_y(plan.start(self._next))
+            self._input.drop(plan.start(self._next))
             self.frames_out = min(self._down.n_out, self.frames_in)
             self._progress()
         if final:
@@ -571,23 +554,19 @@ class StreamingSeparator:
     def _jobs(self, k: int) -> list[WindowJob]:
         """Window k's jobs, one per prompt, sharing its audio (and video frames)."""
         plan = self.plan
-        a = plan.start(k) - self._y_start
-        assert a >= 0, (k, plan.start(k), self._y_start)
-        audio = self._joined_y()[:, a : a + plan.samples]
-        if audio.shape[-1] < plan.samples:  # the last window: zeros to the full length, always the same way
-            audio = torch.nn.functional.pad(audio, (0, plan.samples - audio.shape[-1]))
-        audio = audio.clone()  # (ch, W*H)
+        audio = self._input.window(plan.start(k), plan.samples)  # (ch, W*H), the last one zero-padded
         f0 = k * plan.stride
-        video = None if self.video is None else self.video.window(f0, plan.frames, plan.hop, plan.sample_rate)
+        video = window_video(self.video, f0, plan)  # (F, 3, Hv, Wv) or None
         jobs = []
         for prompt in self._prompts:
             jobs.append(
                 WindowJob(
                     audio=audio,
                     text=prompt.text,
-                    anchors=self._window_anchors(prompt, f0),
-                    noise=self._candidate_noise(prompt, f0),  # (W, 2C), or (K, W, 2C)
+                    anchor_frames=window_anchors(prompt.anchor_frames, f0, plan.frames),
+                    noise=prompt.window_noise(f0, plan, self._width, self.candidates),  # (W, 2C), or (K, W, 2C)
                     watermark_message=prompt.message,
+                    plan=plan,
                     ode_opt=self.ode_opt,
                     index=k,
                     first_frame=f0,
@@ -616,36 +595,6 @@ class StreamingSeparator:
         windows = max(self.plan.count(known), self.windows_done)
         return windows * len(self._prompts) * (self._evals_per_window or 0)
 
-    def _candidate_noise(self, prompt: PromptState, f0: int) -> torch.Tensor:
-        """The window's starting noise for `prompt`: (W, 2C) for one candidate, (K, W, 2C) for K."""
-        if self.candidates == 1:
-            return self._window_noise(prompt, f0, 0)
-        return torch.stack([self._window_noise(prompt, f0, c) for c in range(self.candidates)])  # (K, W, 2C)
-
-    def _window_noise(self, prompt: PromptState, f0: int, candidate: int) -> torch.Tensor:
-        """frame_noise of the window at frame f0, reusing the rows the previous window already drew."""
-        W = self.plan.frames
-        last = prompt.noise.get(candidate)
-        if last is not None and 0 < f0 - last[0] < W:
-            prev_f0, prev = last
-            kept = prev[f0 - prev_f0 :]  # (W - (f0 - prev_f0), 2C): rows are functions of (seed, c, frame) only
-            fresh = frame_noise(prompt.seed, prev_f0 + W, W - kept.shape[0], self._width, candidate)
-            noise = torch.cat([kept, fresh])
-        else:
-            noise = frame_noise(prompt.seed, f0, W, self._width, candidate)
-        prompt.noise[candidate] = (f0, noise)
-        return noise  # (W, 2C)
-
-    def _window_anchors(self, prompt: PromptState, f0: int) -> list[Anchor]:
-        """Anchors clipped to frames [f0, f0 + W), in window seconds that the processor maps back to those frames."""
-        plan = self.plan
-        out = []
-        for sign, s, e in prompt.anchor_frames:
-            s, e = max(s - f0, 0), min(e - f0, plan.frames)
-            if s < e:
-                out.append((sign, frame_seconds(s, plan), frame_seconds(e, plan)))
-        return out
-
     def _stitch(self, k: int, stems: Sequence[WindowStems]) -> None:
         """Window k's stems, one per prompt: the targets in order, then the first one's residual if it is used."""
         plan = self.plan
@@ -654,13 +603,6 @@ class StreamingSeparator:
             if stem.shape != (self.channels, plan.samples):
                 raise RuntimeError(f"worker returned stems of shape {tuple(stem.shape)} for window {k}")
         self._ola.add(plan.start(k), [p.float() for p in parts], plan.weights(k))
-
-    def _drop_y(self, upto: int) -> None:
-        y = self._joined_y()
-        n = min(max(0, upto - self._y_start), y.shape[-1])
-        self._y = y[:, n:]
-        self._y_start += n
-        self._y_len -= n
 
     def _blocks(self, pieces: list[torch.Tensor], limit: int | None) -> list[StemBlock]:
         """Join output pieces (2ch, m) into one StemBlock; `limit` cuts at the stream's length when finishing."""
