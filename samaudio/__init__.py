@@ -18,7 +18,7 @@ _LAZY = {
     "SAMAudioJudgeProcessor": "samaudio.model.judge",
     "PEAudioFrame": "samaudio.model.span_predictor",
     "StreamingSeparator": "samaudio.streaming",
-    "StemBlock": "samaudio.streaming",
+    "SeparatedBlock": "samaudio.streaming",
 }
 
 __all__ = ["__version__", *_LAZY]

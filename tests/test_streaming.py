@@ -16,7 +16,7 @@ import torch
 import torchaudio
 
 from samaudio.streaming import (
-    StemBlock,
+    SeparatedBlock,
     StreamingSeparator,
     WindowJob,
     WindowPlan,
@@ -49,7 +49,7 @@ def music(frames: int, channels: int, rate: int, seed: int = 0) -> np.ndarray:
     return out
 
 
-def run(sep: StreamingSeparator, x: np.ndarray, sizes=None) -> list[StemBlock]:
+def run(sep: StreamingSeparator, x: np.ndarray, sizes=None) -> list[SeparatedBlock]:
     """Push `x` in pieces of `sizes` (all at once if None; the rest last), then finish."""
     blocks, i = [], 0
     for s in [] if sizes is None else sizes:
@@ -59,7 +59,7 @@ def run(sep: StreamingSeparator, x: np.ndarray, sizes=None) -> list[StemBlock]:
     return blocks + sep.finish()
 
 
-def joined(blocks: list[StemBlock]) -> tuple[np.ndarray, np.ndarray]:
+def joined(blocks: list[SeparatedBlock]) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([b.target for b in blocks]), np.concatenate([b.residual for b in blocks])
 
 

@@ -6,7 +6,7 @@ any size and returns the stems that are final so far, holding only a few windows
 
     sep = StreamingSeparator(model, processor, "a dog barking", sample_rate=44100, channels=2)
     for frames in source:                      # (n, channels) float32, any n, 0 too
-        for block in sep.push(frames):         # StemBlock(start, target, residual)
+        for block in sep.push(frames):         # SeparatedBlock(start, target, residual)
             sink(block)
     for block in sep.finish():
         sink(block)
@@ -97,11 +97,11 @@ from samaudio.streaming.noise import frame_noise, watermark_bits
 from samaudio.streaming.overlap_add import OverlapAdd
 from samaudio.streaming.plan import WindowPlan
 from samaudio.streaming.prompts import Prompt, null_sum_residual
-from samaudio.streaming.separator import Progress, StemBlock, StreamingSeparator
+from samaudio.streaming.separator import Progress, SeparatedBlock, StreamingSeparator
 
 __all__ = [
     "StreamingSeparator",
-    "StemBlock",
+    "SeparatedBlock",
     "Prompt",
     "null_sum_residual",
     "WindowJob",

@@ -54,7 +54,7 @@ MAX_SAMPLE = 1000.0
 
 
 @dataclass
-class StemBlock:
+class SeparatedBlock:
     """Final stems of input frames [start, start + frames), at the input rate."""
 
     start: int  # first frame, at the input rate
@@ -370,7 +370,7 @@ class StreamingSeparator:
 
     # ------------------------------------------------------------------ the verbs
 
-    def push(self, frames: np.ndarray) -> list[StemBlock]:
+    def push(self, frames: np.ndarray) -> list[SeparatedBlock]:
         """Add (n, ch) float32 frames (n may be 0); returns the stems that became final (0 or 1 block)."""
         self._check_open()
         block = self.check_frames(frames)
@@ -398,7 +398,7 @@ class StreamingSeparator:
             finally:
                 self._after_call()
 
-    def finish(self) -> list[StemBlock]:
+    def finish(self) -> list[SeparatedBlock]:
         """Flush: the remaining stems; afterwards the blocks returned cover every frame pushed, exactly."""
         self._check_open()
         with self._busy:
@@ -604,8 +604,8 @@ class StreamingSeparator:
                 raise RuntimeError(f"worker returned stems of shape {tuple(stem.shape)} for window {k}")
         self._ola.add(plan.start(k), [p.float() for p in parts], plan.weights(k))
 
-    def _blocks(self, pieces: list[torch.Tensor], limit: int | None) -> list[StemBlock]:
-        """Join output pieces (2ch, m) into one StemBlock; `limit` cuts at the stream's length when finishing."""
+    def _blocks(self, pieces: list[torch.Tensor], limit: int | None) -> list[SeparatedBlock]:
+        """Join output pieces (2ch, m) into one SeparatedBlock; `limit` cuts at the stream's length when finishing."""
         pieces = [p for p in pieces if p.shape[-1]]
         if not pieces:
             return []
@@ -629,7 +629,7 @@ class StreamingSeparator:
                 targets, residual = null_sum_residual(mix, targets)
             else:  # several prompts: the mix minus the targets, without rounding them
                 residual = (mix - np.sum(targets, axis=0, dtype=np.float64)).astype(np.float32)
-        return [StemBlock(start=start, target=targets[0], residual=residual, targets=targets)]
+        return [SeparatedBlock(start=start, target=targets[0], residual=residual, targets=targets)]
 
     def _take_x(self, m: int) -> torch.Tensor:
         """The next m pushed frames (ch, m), dropped from the kept input."""

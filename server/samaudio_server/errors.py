@@ -29,19 +29,19 @@ from samaudio.errors import (
 )
 
 
-class ServerError(SAMAudioError):
+class ServingError(SAMAudioError):
     """A condition only the server has: the request stream's order, its limits, its state, its tokens."""
 
 
-class ProtocolError(ServerError):
+class ProtocolError(ServingError):
     """Requests out of order: no config first, a second config, audio that is not a whole number of frames."""
 
 
-class TooManyStreamsError(ServerError):
+class TooManyStreamsError(ServingError):
     """The server already runs `--max-streams` streams."""
 
 
-class StreamTooLongError(ServerError):
+class StreamTooLongError(ServingError):
     """A stream sent more than `--max-seconds` of audio."""
 
 
@@ -49,36 +49,36 @@ class UnparseableRequestError(ProtocolError):
     """A request message that does not parse as its protobuf type (random bytes, invalid UTF-8 in a string)."""
 
 
-class AudioTimeoutError(ServerError):
+class AudioTimeoutError(ServingError):
     """A stream waited for the client's audio longer than the audio it sent plus `audio_timeout_seconds`."""
 
 
-class DrainingError(ServerError):
+class DrainingError(ServingError):
     """The server is shutting down: it finishes the streams it has and takes no new ones."""
 
 
-class WorkerClosedError(ServerError):
+class WorkerClosedError(ServingError):
     """The device worker was shut down (the server is stopping) before a window could run."""
 
 
-class ClusterBusyError(ServerError):
+class ClusterBusyError(ServingError):
     """Every replica of the cluster backend is busy and their queues are full (Serve's backpressure)."""
 
 
-class ClusterUnavailableError(ServerError):
+class ClusterUnavailableError(ServingError):
     """The cluster backend cannot start: Ray is not installed, or no cluster answers at the address."""
 
 
-class VisionUnavailableError(ServerError):
+class VisionUnavailableError(ServingError):
     """A masked video was sent but the served model was loaded without its vision encoder (no `--vision`)."""
 
 
-class PartUnavailableError(ServerError):
+class PartUnavailableError(ServingError):
     """A stream asks for candidates, span prediction or the span gate, and the server was started without the
     ranker or span predictor they need (`--text-ranker`, `--visual-ranker`, `--span-predictor`)."""
 
 
-class UnauthenticatedError(ServerError):
+class UnauthenticatedError(ServingError):
     """The server needs `authorization: Bearer <token>` metadata and got none or a wrong one."""
 
 

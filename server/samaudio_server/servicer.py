@@ -158,7 +158,7 @@ def decode_audio(data: bytes, fmt: int, channels: int) -> np.ndarray:
     return samples.astype(np.float32, copy=False)  # native float32; read-only (the engine copies what it keeps)
 
 
-def decode_video(video: pb.MaskedVideo, max_bytes: int) -> Any:
+def unpack_masked_video(video: pb.MaskedVideo, max_bytes: int) -> Any:
     """A `MaskedVideo` message -> the library's `VideoPrompt` (raw frames or a decoded file, masks applied).
 
     `max_bytes` (0: no limit) bounds the bytes sent and the decoded frames. Runs on the server side (torch).
@@ -749,7 +749,7 @@ class SeparationServicer(pb_grpc.SeparationServiceServicer):
 
     def _masked_video(self, sent: pb.SeparationConfig, effective: pb.SeparationConfig) -> Any:
         """The config's masked video as the library's `VideoPrompt`; its shape is reported in `effective`."""
-        video = decode_video(sent.masked_video, self.limits.max_video_bytes)
+        video = unpack_masked_video(sent.masked_video, self.limits.max_video_bytes)
         effective.masked_video.frame_count = video.frames.shape[0]
         if sent.masked_video.WhichOneof("source") == "encoded_file":  # report what the file holds
             effective.masked_video.height_pixels, effective.masked_video.width_pixels = video.size
@@ -812,7 +812,7 @@ class _ProgressState:
 
 
 class _Packer:
-    """Stem blocks -> StemBlock messages in the stream's format, each within max_response_bytes."""
+    """`SeparatedBlock`s -> `StemBlock` messages in the stream's format, each within max_response_bytes."""
 
     def __init__(self, config: pb.SeparationConfig, max_response_bytes: int):
         self.fmt = config.sample_format
