@@ -2,7 +2,7 @@
 
 The client must hand back exactly what the library's streaming engine computes for the same input (float32 goes
 over the wire unchanged), put span prompts on the timeline of what it sends, and turn every failure into one
-`ServerError` carrying the gRPC code and the server's message.
+`CallError` carrying the gRPC code and the server's message.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import grpc
 import numpy as np
 import pytest
 import soundfile as sf
-from samaudio_client import AsyncClient, Client, SamaudioError, ServerError, Span, SpanError, StemBlock
+from samaudio_client import AsyncClient, CallError, Client, ClientError, SeparatedBlock, Span, SpanError
 from server_fixtures import (  # noqa: F401 - fixtures are used by name
     CHUNK_SECONDS,
     OVERLAP_SECONDS,
@@ -122,7 +122,7 @@ def test_a_span_outside_the_region_is_refused_before_any_call(closed_port, tmp_p
 def test_on_block_gets_contiguous_blocks_and_the_summary_is_returned(client, tmp_path):
     audio = make_audio(1.9, 44100, 2, seed=5)
     sf.write(tmp_path / "in.wav", audio, 44100, subtype="FLOAT")
-    blocks: list[StemBlock] = []
+    blocks: list[SeparatedBlock] = []
 
     summary = client.separate_file(tmp_path / "in.wav", "a chirp", on_block=blocks.append, **OPTIONS)
 
@@ -145,7 +145,7 @@ def test_progress_reaches_every_frame(client):
 def test_a_wrong_token_raises_unauthenticated_with_the_servers_message(golden_model, golden_processor):
     server, port = start_server(golden_model, golden_processor, token="s3cret")
     try:
-        with Client(f"127.0.0.1:{port}", token="wrong") as c, pytest.raises(ServerError) as err:
+        with Client(f"127.0.0.1:{port}", token="wrong") as c, pytest.raises(CallError) as err:
             c.separate(np.zeros((4800, 1), np.float32), 48000, "x", **OPTIONS)
         with Client(f"127.0.0.1:{port}", token="s3cret") as c:
             assert c.separate(np.zeros((4800, 1), np.float32), 48000, "x", **OPTIONS).target.shape == (4800, 1)
@@ -161,7 +161,7 @@ def test_a_stream_over_the_servers_limit_raises_resource_exhausted_without_retry
 
     server, port = start_server(golden_model, golden_processor, limits=Limits(max_stream_seconds=0.5))
     try:
-        with Client(f"127.0.0.1:{port}") as c, pytest.raises(ServerError) as err:
+        with Client(f"127.0.0.1:{port}") as c, pytest.raises(CallError) as err:
             c.separate(np.zeros((48000, 1), np.float32), 48000, "x", **OPTIONS)
     finally:
         server.stop(0)
@@ -171,7 +171,7 @@ def test_a_stream_over_the_servers_limit_raises_resource_exhausted_without_retry
 
 
 def test_an_unreachable_server_is_retried_then_raises_unavailable(closed_port):
-    with Client(f"127.0.0.1:{closed_port}", retries=2, backoff_seconds=0.01) as c, pytest.raises(ServerError) as err:
+    with Client(f"127.0.0.1:{closed_port}", retries=2, backoff_seconds=0.01) as c, pytest.raises(CallError) as err:
         c.separate(np.zeros((4800, 1), np.float32), 48000, "x")
 
     assert err.value.code == grpc.StatusCode.UNAVAILABLE
@@ -183,7 +183,7 @@ def test_a_draining_server_is_not_retried_and_not_called_unreachable(golden_mode
     server.servicer.gate.close()  # what drain() does first: new streams get UNAVAILABLE with the server's message
     try:
         with caplog.at_level(logging.INFO, logger="samaudio_client"):
-            with Client(f"127.0.0.1:{port}", retries=3, backoff_seconds=0.01) as c, pytest.raises(ServerError) as err:
+            with Client(f"127.0.0.1:{port}", retries=3, backoff_seconds=0.01) as c, pytest.raises(CallError) as err:
                 c.separate(np.zeros((4800, 1), np.float32), 48000, "x", **OPTIONS)
     finally:
         server.stop(0)
@@ -293,7 +293,7 @@ def test_several_descriptions_come_back_by_name_from_one_stream(client):
 
 def test_spans_with_several_descriptions_are_refused_before_any_call(closed_port):
     with Client(f"127.0.0.1:{closed_port}", retries=0) as c:
-        with pytest.raises(SamaudioError, match="spans and a video prompt mark one sound"):
+        with pytest.raises(ClientError, match="spans and a video prompt mark one sound"):
             c.separate(np.zeros((100, 1), np.float32), 48000, ["a", "b"], ["+0:0.001"])
 
 
@@ -313,3 +313,11 @@ def test_on_step_moves_inside_one_window(golden_server):
 
     assert stems.summary.windows == 1
     assert seen == [(n, 6) for n in range(1, 7)]  # 3 midpoint steps: 6 evaluations, each one told
+
+
+def test_the_names_exported_before_still_name_the_same_classes():
+    import samaudio_client
+
+    assert samaudio_client.ServerError is CallError and samaudio_client.SamaudioError is ClientError
+    assert samaudio_client.StemBlock is SeparatedBlock
+    assert not {"ServerError", "SamaudioError", "StemBlock"} & set(samaudio_client.__all__)  # not advertised

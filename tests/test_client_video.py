@@ -17,7 +17,7 @@ import grpc
 import numpy as np
 import pytest
 import soundfile as sf
-from samaudio_client import AsyncClient, Client, ServerError
+from samaudio_client import AsyncClient, Client, CallError
 from samaudio_client.client import Video, VideoError
 from server_fixtures import (  # noqa: F401 - fixtures are used by name
     CHUNK_SECONDS,
@@ -167,7 +167,7 @@ def test_info_says_which_models_take_a_video(client, golden_server):
 
 def test_a_video_to_a_model_without_vision_raises_failed_precondition(golden_server, clip):
     frames, _ = clip
-    with Client(f"127.0.0.1:{golden_server[1]}") as c, pytest.raises(ServerError) as err:
+    with Client(f"127.0.0.1:{golden_server[1]}") as c, pytest.raises(CallError) as err:
         c.separate(np.zeros((4800, 1), np.float32), 48000, "x", video=Video.from_frames(rgb(frames), FPS), **OPTIONS)
 
     assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION and "--vision" in err.value.message

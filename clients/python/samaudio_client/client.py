@@ -12,7 +12,7 @@ One `Separate` stream per call (see proto/samaudio/v1/separation.proto): the con
 blocks read lazily (from disk for files, so memory stays flat), while stem blocks come back as soon as they
 are final. A call that has not got its first response yet is retried with backoff when the server is
 UNAVAILABLE (down, starting or draining); once a stream has started nothing is retried, since the
-server has already done work for it. Every failure of a call is a `ServerError` with the gRPC code and
+server has already done work for it. Every failure of a call is a `CallError` with the gRPC code and
 the server's message. `AsyncClient` is the same on `grpc.aio`.
 """
 
@@ -33,7 +33,7 @@ import numpy as np
 from samaudio.defaults import DEFAULT_PORT
 from samaudio.v1 import separation_pb2 as pb
 from samaudio.v1 import separation_pb2_grpc as pb_grpc
-from samaudio_client.errors import SamaudioError, ServerError, connection_failure
+from samaudio_client.errors import CallError, ClientError, connection_failure
 from samaudio_client.files import Region, read_blocks
 from samaudio_client.spans import Span, as_span, to_region
 
@@ -41,7 +41,7 @@ __all__ = [
     "Client",
     "AsyncClient",
     "Stems",
-    "StemBlock",
+    "SeparatedBlock",
     "Video",
     "VideoError",
     "Summary",
@@ -49,8 +49,8 @@ __all__ = [
     "ServerInfo",
     "ModelInfo",
     "SeparationOptions",
-    "SamaudioError",
-    "ServerError",
+    "ClientError",
+    "CallError",
 ]
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ _HEALTH_STATUS = {0: "UNKNOWN", 1: "SERVING", 2: "NOT_SERVING", 3: "SERVICE_UNKN
 
 
 @dataclass(frozen=True)
-class StemBlock:
+class SeparatedBlock:
     """A final, contiguous piece of every stem, as it arrives."""
 
     start: int  # first frame, counted from the first frame sent
@@ -83,7 +83,8 @@ class StemBlock:
     targets: tuple[np.ndarray, ...] = ()  # one per description, in order, when several were given
 
 
-BlockFn = Callable[[StemBlock], Any]
+StemBlock = SeparatedBlock  # its earlier name; `StemBlock` is the wire message (samaudio.v1) it is decoded from
+BlockFn = Callable[[SeparatedBlock], Any]
 
 
 @dataclass(frozen=True)
@@ -173,7 +174,7 @@ class SeparationOptions(TypedDict, total=False):
     null_sum: bool  # residual = input minus the targets, so that the stems sum back to the input
 
 
-class VideoError(SamaudioError):
+class VideoError(ClientError):
     """A video prompt that cannot be sent: an unreadable file, frames or masks of the wrong shape or type."""
 
 
@@ -323,7 +324,7 @@ def _config(
         config.anchors.extend(anchors)
     else:  # several sounds: one stream, one prompt each
         if anchors or video is not None:
-            raise SamaudioError(
+            raise ClientError(
                 "spans and a video prompt mark one sound: give them with one description, not several"
             )
         config.prompts.extend(pb.Prompt(description=d) for d in descriptions)
@@ -344,7 +345,7 @@ def _descriptions(description: str | Sequence[str]) -> list[str]:
         return [description]
     descriptions = list(description)
     if not descriptions or not all(isinstance(d, str) for d in descriptions):
-        raise SamaudioError(f"description is {description!r}: give a str, or a non-empty list of str")
+        raise ClientError(f"description is {description!r}: give a str, or a non-empty list of str")
     return descriptions
 
 
@@ -375,7 +376,7 @@ class _Outgoing:
     def message(self, block: np.ndarray) -> pb.SeparateRequest:
         channels = self.config.channel_count
         if block.ndim != 2 or block.shape[1] != channels:
-            raise SamaudioError(f"audio block of shape {block.shape}, expected (frames, {channels})")
+            raise ClientError(f"audio block of shape {block.shape}, expected (frames, {channels})")
         self.frames += len(block)
         data = np.ascontiguousarray(block, dtype="<f4")
         return pb.SeparateRequest(audio_content=data.tobytes())
@@ -421,8 +422,8 @@ class _Incoming:
         self.settings: Settings | None = None
         self.summary: pb.SeparationSummary | None = None
 
-    def _fault(self, what: str) -> ServerError:
-        return ServerError(grpc.StatusCode.INTERNAL, f"the server broke the protocol: {what}", self.target)
+    def _fault(self, what: str) -> CallError:
+        return CallError(grpc.StatusCode.INTERNAL, f"the server broke the protocol: {what}", self.target)
 
     def _decode(self, data: bytes, frames: int) -> np.ndarray:
         stem = np.frombuffer(data, dtype="<f4")  # (frames * channels,)
@@ -454,7 +455,7 @@ class _Incoming:
             if b.start_frame != self.frames:
                 raise self._fault(f"a stem block starts at frame {b.start_frame}, expected {self.frames}")
             targets = tuple(self._decode(t, b.frame_count) for t in b.prompt_target_audio)
-            block = StemBlock(
+            block = SeparatedBlock(
                 int(b.start_frame),
                 targets[0] if targets else self._decode(b.target_audio, b.frame_count),
                 self._decode(b.residual_audio, b.frame_count),
@@ -508,7 +509,7 @@ def _as_frames(audio: np.ndarray) -> np.ndarray:
     if audio.ndim == 1:
         audio = audio[:, None]  # (frames, 1)
     if audio.ndim != 2 or audio.shape[1] < 1:
-        raise SamaudioError(f"audio of shape {audio.shape}: expected (frames, channels) or (frames,)")
+        raise ClientError(f"audio of shape {audio.shape}: expected (frames, channels) or (frames,)")
     return audio
 
 
@@ -517,22 +518,44 @@ def _array_blocks(audio: np.ndarray, block_frames: int) -> Iterator[np.ndarray]:
         yield audio[i : i + block_frames]
 
 
-def _collect(on_block: BlockFn | None) -> tuple[list[StemBlock], BlockFn]:
-    blocks: list[StemBlock] = []
-    return blocks, (on_block if on_block is not None else blocks.append)
+class _Job:
+    """One separation call: its config, its audio as blocks (made afresh for each try), where its stem blocks go.
 
+    Without an `on_block` of the caller's the blocks are kept and `stems` joins them.
+    """
 
-def _stems(
-    blocks: list[StemBlock], channels: int, summary: Summary, flat: bool, config: pb.SeparationConfig
-) -> Stems:
-    def join(stems: list[np.ndarray]) -> np.ndarray:
-        out = np.concatenate(stems) if stems else np.zeros((0, channels), np.float32)
-        return out[:, 0] if flat else out
+    def __init__(
+        self,
+        config: pb.SeparationConfig,
+        make_blocks: Callable[[], Iterable[np.ndarray]],
+        on_block: BlockFn | None = None,
+        flat: bool = False,
+    ) -> None:
+        self.config = config
+        self.make_blocks = make_blocks
+        self.flat = flat  # a 1-D input: 1-D stems
+        self.blocks: list[SeparatedBlock] = []
+        self.on_block: BlockFn = on_block if on_block is not None else self.blocks.append
 
-    names = _names([p.description for p in config.prompts])
-    targets = {name: join([b.targets[i] for b in blocks]) for i, name in enumerate(names)}
-    target = next(iter(targets.values())) if targets else join([b.target for b in blocks])
-    return Stems(target, join([b.residual for b in blocks]), summary, targets)
+    def attempt(
+        self, target: str, on_progress: ProgressFn | None, on_step: StepFn | None
+    ) -> tuple[_Outgoing, _Incoming]:
+        """The two sides of one try of the call."""
+        outgoing = _Outgoing(self.config, self.make_blocks())
+        return outgoing, _Incoming(self.config.channel_count, target, self.on_block, on_progress, on_step)
+
+    def stems(self, summary: Summary) -> Stems:
+        channels = self.config.channel_count
+
+        def join(stems: list[np.ndarray]) -> np.ndarray:
+            out = np.concatenate(stems) if stems else np.zeros((0, channels), np.float32)
+            return out[:, 0] if self.flat else out
+
+        blocks = self.blocks
+        names = _names([p.description for p in self.config.prompts])
+        targets = {name: join([b.targets[i] for b in blocks]) for i, name in enumerate(names)}
+        target = next(iter(targets.values())) if targets else join([b.target for b in blocks])
+        return Stems(target, join([b.residual for b in blocks]), summary, targets)
 
 
 def _info(response: pb.GetInfoResponse, health: str, target: str) -> ServerInfo:
@@ -568,6 +591,13 @@ def _health(raw: bytes) -> str:
     return _HEALTH_STATUS.get(status, f"STATUS_{status}")
 
 
+def _no_health(err: grpc.RpcError) -> str:
+    """A server without the health service answers its check UNIMPLEMENTED: say so; any other failure goes on."""
+    if err.code() != grpc.StatusCode.UNIMPLEMENTED:
+        raise err
+    return "NO_HEALTH_SERVICE"
+
+
 def with_default_port(target: str) -> str:
     """`host` -> `host:50051` (IPv6 `::1` or `[::1]` -> `[::1]:50051`); a target with a port or a gRPC scheme
     (`unix:`, `dns:///`, ...) stays as it is. Without this gRPC dials `host:443`, the HTTPS port."""
@@ -592,7 +622,8 @@ def _retryable(err: grpc.RpcError, started: bool) -> bool:
 
 
 class _Base:
-    """What both clients share: the connection settings, the retry policy and the checks before a call.
+    """What both clients share: the connection settings, the checks and messages of a call (`_Job`) and the retry
+    policy; `Client` and `AsyncClient` differ only in how they call the stub (blocking or awaited).
 
     `retries` more tries with delays `backoff_seconds * 2**n` while a call has not started; the audio goes out in
     messages of `block_seconds`.
@@ -631,22 +662,53 @@ class _Base:
     def _block_frames(self, sample_rate: int) -> int:
         return max(1, round(self.block_seconds * sample_rate))
 
-    def _prepare_array(
-        self, audio: np.ndarray, sample_rate: int, spans: Iterable[SpanLike]
-    ) -> tuple[np.ndarray, list[Span]]:
+    def _array_job(
+        self,
+        audio: np.ndarray,
+        sample_rate: int,
+        description: str | Sequence[str],
+        spans: Iterable[SpanLike],
+        video: Video | None,
+        options: SeparationOptions,
+    ) -> _Job:
         frames = _as_frames(audio)  # (frames, channels)
         if sample_rate <= 0:
-            raise SamaudioError(f"sample_rate {sample_rate} must be a rate in hertz > 0")
+            raise ClientError(f"sample_rate {sample_rate} must be a rate in hertz > 0")
         spans = to_region([as_span(s) for s in spans], 0.0, len(frames) / sample_rate)
-        return frames, spans
+        config = _config(description, spans, sample_rate, frames.shape[1], options, video, len(frames))
+        block_frames = self._block_frames(sample_rate)
+        return _Job(config, lambda: _array_blocks(frames, block_frames), flat=np.ndim(audio) == 1)
 
-    @staticmethod
-    def _prepare_file(
-        path: str | Path, start: float | None, duration: float | None, spans: Iterable[SpanLike]
-    ) -> tuple[Region, list[Span]]:
+    def _file_job(
+        self,
+        path: str | Path,
+        description: str | Sequence[str],
+        spans: Iterable[SpanLike],
+        start: float | None,
+        duration: float | None,
+        on_block: BlockFn | None,
+        video: Video | None,
+        options: SeparationOptions,
+    ) -> _Job:
         region = Region.of(path, start, duration)
         spans = to_region([as_span(s) for s in spans], region.start_seconds, region.seconds)
-        return region, spans
+        config = _config(description, spans, region.sample_rate, region.channels, options, video, region.frames)
+        block_frames = self._block_frames(region.sample_rate)
+        return _Job(config, lambda: read_blocks(region, block_frames), on_block)
+
+    def _retry_delay(
+        self, err: grpc.RpcError, attempt: int, started: bool = False, outgoing: _Outgoing | None = None
+    ) -> float:
+        """Seconds to wait before trying a failed call again. Raises instead what the caller should see: the
+        request side's own error (an unreadable file, say), or a `CallError` once a retry cannot help or none
+        is left."""
+        if outgoing is not None and outgoing.error is not None:
+            raise outgoing.error from None
+        if not _retryable(err, started) or attempt == self.retries:
+            raise CallError.from_rpc(err, self.target, attempt + 1) from None
+        delay = self._delay(attempt)
+        log.info("%s unavailable (%s); retrying in %.2f s", self.target, err.details(), delay)
+        return delay
 
 
 class Client(_Base):
@@ -682,13 +744,8 @@ class Client(_Base):
         """Separate `audio` `(frames, channels)` (or `(frames,)`) at `sample_rate` Hz; stems of the same shape.
 
         `video` is a visual prompt starting with the audio (`description` may then be empty)."""
-        frames, spans = self._prepare_array(audio, sample_rate, spans)
-        config = _config(description, spans, sample_rate, frames.shape[1], options, video, len(frames))
-        blocks, on_block = _collect(None)
-        summary = self._run(
-            config, lambda: _array_blocks(frames, self._block_frames(sample_rate)), on_block, on_progress, on_step
-        )
-        return _stems(blocks, frames.shape[1], summary, flat=np.ndim(audio) == 1, config=config)
+        job = self._array_job(audio, sample_rate, description, spans, video, options)
+        return job.stems(self._run(job, on_progress, on_step))
 
     @overload
     def separate_file(
@@ -738,17 +795,13 @@ class Client(_Base):
         """Separate `[start, start + duration)` seconds of the file at `path` (default: all of it).
 
         The file is read from disk block by block as the stream sends. Spans are on the file's timeline.
-        Without `on_block` the stems are gathered and returned as `Stems`; with it each `StemBlock` goes to
+        Without `on_block` the stems are gathered and returned as `Stems`; with it each `SeparatedBlock` goes to
         `on_block` as it arrives (write it out: memory stays flat) and the `Summary` is returned.
         A `video` prompt starts at the region's start (`start`), not at the file's; `description` may then be empty.
         """
-        region, spans = self._prepare_file(path, start, duration, spans)
-        config = _config(description, spans, region.sample_rate, region.channels, options, video, region.frames)
-        blocks, sink = _collect(on_block)
-        summary = self._run(
-            config, lambda: read_blocks(region, self._block_frames(region.sample_rate)), sink, on_progress, on_step
-        )
-        return summary if on_block is not None else _stems(blocks, region.channels, summary, False, config)
+        job = self._file_job(path, description, spans, start, duration, on_block, video, options)
+        summary = self._run(job, on_progress, on_step)
+        return summary if on_block is not None else job.stems(summary)
 
     def info(self) -> ServerInfo:
         """The server's health, models, sample formats and limits."""
@@ -758,39 +811,22 @@ class Client(_Base):
                 try:
                     health = _health(check(b"", metadata=self._metadata))
                 except grpc.RpcError as err:
-                    if err.code() != grpc.StatusCode.UNIMPLEMENTED:
-                        raise
-                    health = "NO_HEALTH_SERVICE"
+                    health = _no_health(err)
                 return _info(self._stub.GetInfo(pb.GetInfoRequest(), metadata=self._metadata), health, self.target)
             except grpc.RpcError as err:
-                if not _retryable(err, False) or attempt == self.retries:
-                    raise ServerError.from_rpc(err, self.target, attempt + 1) from None
-                time.sleep(self._delay(attempt))
+                time.sleep(self._retry_delay(err, attempt))
         raise AssertionError("unreachable")
 
-    def _run(
-        self,
-        config: pb.SeparationConfig,
-        make_blocks: Callable[[], Iterable[np.ndarray]],
-        on_block: BlockFn,
-        on_progress: ProgressFn | None,
-        on_step: StepFn | None = None,
-    ) -> Summary:
+    def _run(self, job: _Job, on_progress: ProgressFn | None, on_step: StepFn | None) -> Summary:
         for attempt in range(self.retries + 1):
-            outgoing = _Outgoing(config, make_blocks())
-            incoming = _Incoming(config.channel_count, self.target, on_block, on_progress, on_step)
+            outgoing, incoming = job.attempt(self.target, on_progress, on_step)
             call = self._stub.Separate(iter(outgoing), metadata=self._metadata)
             try:
                 for response in call:
                     incoming.feed(response)
                 return incoming.result(outgoing.frames)
             except grpc.RpcError as err:
-                if outgoing.error is not None:
-                    raise outgoing.error from None
-                if not _retryable(err, incoming.started) or attempt == self.retries:
-                    raise ServerError.from_rpc(err, self.target, attempt + 1) from None
-                log.info("%s unavailable (%s); retrying in %.2f s", self.target, err.details(), self._delay(attempt))
-                time.sleep(self._delay(attempt))
+                time.sleep(self._retry_delay(err, attempt, incoming.started, outgoing))
             except BaseException:
                 call.cancel()  # a failing callback or Ctrl-C: the server stops the stream's work
                 raise
@@ -827,13 +863,8 @@ class AsyncClient(_Base):
         video: Video | None = None,
         **options: Unpack[SeparationOptions],
     ) -> Stems:
-        frames, spans = self._prepare_array(audio, sample_rate, spans)
-        config = _config(description, spans, sample_rate, frames.shape[1], options, video, len(frames))
-        blocks, on_block = _collect(None)
-        summary = await self._run(
-            config, lambda: _array_blocks(frames, self._block_frames(sample_rate)), on_block, on_progress, on_step
-        )
-        return _stems(blocks, frames.shape[1], summary, flat=np.ndim(audio) == 1, config=config)
+        job = self._array_job(audio, sample_rate, description, spans, video, options)
+        return job.stems(await self._run(job, on_progress, on_step))
 
     async def separate_file(
         self,
@@ -850,13 +881,9 @@ class AsyncClient(_Base):
         **options: Unpack[SeparationOptions],
     ) -> Stems | Summary:
         """As `Client.separate_file`; the file is read in a worker thread so the event loop never waits on disk."""
-        region, spans = self._prepare_file(path, start, duration, spans)
-        config = _config(description, spans, region.sample_rate, region.channels, options, video, region.frames)
-        blocks, sink = _collect(on_block)
-        summary = await self._run(
-            config, lambda: read_blocks(region, self._block_frames(region.sample_rate)), sink, on_progress, on_step
-        )
-        return summary if on_block is not None else _stems(blocks, region.channels, summary, False, config)
+        job = self._file_job(path, description, spans, start, duration, on_block, video, options)
+        summary = await self._run(job, on_progress, on_step)
+        return summary if on_block is not None else job.stems(summary)
 
     async def info(self) -> ServerInfo:
         check = self._channel.unary_unary(_HEALTH_CHECK)
@@ -865,28 +892,16 @@ class AsyncClient(_Base):
                 try:
                     health = _health(await check(b"", metadata=self._metadata))
                 except grpc.RpcError as err:
-                    if err.code() != grpc.StatusCode.UNIMPLEMENTED:
-                        raise
-                    health = "NO_HEALTH_SERVICE"
+                    health = _no_health(err)
                 response = await self._stub.GetInfo(pb.GetInfoRequest(), metadata=self._metadata)
                 return _info(response, health, self.target)
             except grpc.RpcError as err:
-                if not _retryable(err, False) or attempt == self.retries:
-                    raise ServerError.from_rpc(err, self.target, attempt + 1) from None
-                await asyncio.sleep(self._delay(attempt))
+                await asyncio.sleep(self._retry_delay(err, attempt))
         raise AssertionError("unreachable")
 
-    async def _run(
-        self,
-        config: pb.SeparationConfig,
-        make_blocks: Callable[[], Iterable[np.ndarray]],
-        on_block: BlockFn,
-        on_progress: ProgressFn | None,
-        on_step: StepFn | None = None,
-    ) -> Summary:
+    async def _run(self, job: _Job, on_progress: ProgressFn | None, on_step: StepFn | None) -> Summary:
         for attempt in range(self.retries + 1):
-            outgoing = _Outgoing(config, make_blocks())
-            incoming = _Incoming(config.channel_count, self.target, on_block, on_progress, on_step)
+            outgoing, incoming = job.attempt(self.target, on_progress, on_step)
             call = self._stub.Separate(outgoing.aiter(), metadata=self._metadata)
             try:
                 async for response in call:
@@ -895,12 +910,7 @@ class AsyncClient(_Base):
                         await returned
                 return incoming.result(outgoing.frames)
             except grpc.RpcError as err:
-                if outgoing.error is not None:
-                    raise outgoing.error from None
-                if not _retryable(err, incoming.started) or attempt == self.retries:
-                    raise ServerError.from_rpc(err, self.target, attempt + 1) from None
-                log.info("%s unavailable (%s); retrying in %.2f s", self.target, err.details(), self._delay(attempt))
-                await asyncio.sleep(self._delay(attempt))
+                await asyncio.sleep(self._retry_delay(err, attempt, incoming.started, outgoing))
             except BaseException:
                 call.cancel()
                 raise

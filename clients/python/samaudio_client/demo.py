@@ -66,7 +66,7 @@ def run_demo(
     from samaudio.defaults import StreamDefaults
     from samaudio_server.server import create_server
 
-    from samaudio_client.errors import SamaudioError
+    from samaudio_client.errors import ClientError
 
     print(UNTRAINED, file=sys.stderr)
     if out_dir is None:
@@ -91,7 +91,7 @@ def run_demo(
     finally:
         server.stop(0)
     if code != 0:
-        raise SamaudioError(f"the demo's separation failed (exit {code}); see the message above")
+        raise ClientError(f"the demo's separation failed (exit {code}); see the message above")
     target, residual = out_dir / "demo-example.target.wav", out_dir / "demo-example.residual.wav"
     print(
         f"samaudio demo: separated {example} ({seconds:g} s, stereo, {EXAMPLE_RATE} Hz) for {DESCRIPTION!r} with "

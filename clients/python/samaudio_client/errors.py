@@ -1,13 +1,17 @@
-"""The client's errors: one base class, and one class for whatever the server (or the way to it) says."""
+"""The client's errors: `ClientError` the base class, `CallError` for a call the server (or the way to it) ended.
+
+The server has its own error classes (`samaudio_server.errors`) and the library its own (`samaudio.errors`,
+`SAMAudioError`); on this side every one of them arrives as a `CallError` with its gRPC status code.
+"""
 
 from __future__ import annotations
 
 import grpc
 
-__all__ = ["SamaudioError", "ServerError", "connection_failure"]
+__all__ = ["ClientError", "CallError", "connection_failure"]
 
 
-class SamaudioError(Exception):
+class ClientError(Exception):
     """Base class of every error the samaudio client raises."""
 
 
@@ -49,7 +53,7 @@ def connection_failure(code: grpc.StatusCode, details: str) -> str:
     return next((cause for cause, marks in CONNECTION_FAILURES.items() if any(m in details for m in marks)), "")
 
 
-class ServerError(SamaudioError):
+class CallError(ClientError):
     """A call ended with a gRPC status other than OK.
 
     `code` is the `grpc.StatusCode` (google/rpc/code.proto meanings; the protocol lists which input gives
@@ -69,7 +73,7 @@ class ServerError(SamaudioError):
         return f"{self.code.name}{where}: {self.message}"
 
     @classmethod
-    def from_rpc(cls, err: grpc.RpcError, target: str = "", tries: int = 1) -> ServerError:
+    def from_rpc(cls, err: grpc.RpcError, target: str = "", tries: int = 1) -> CallError:
         code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
         message = (err.details() if hasattr(err, "details") else None) or str(err)
         cause = connection_failure(code, message)
@@ -79,3 +83,8 @@ class ServerError(SamaudioError):
                 advice += f"; gave up after {tries} tries"
             message = f"{message} ({advice})"
         return cls(code, message, target, cause)
+
+
+# The names these classes were exported under before; code that catches them keeps working.
+SamaudioError = ClientError
+ServerError = CallError

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from samaudio_client.errors import SamaudioError
+from samaudio_client.errors import ClientError
 
 __all__ = ["AudioFileError", "Region", "read_blocks", "stem_paths", "StemWriter", "FORMATS", "output_subtype"]
 
@@ -36,7 +36,7 @@ FORMATS = {"wav": ("WAV", "FLOAT"), "flac": ("FLAC", "PCM_24")}
 _INT_FULL_SCALE = {"PCM_S8": 1 - 2**-7, "PCM_U8": 1 - 2**-7, "PCM_16": 1 - 2**-15, "PCM_24": 1 - 2**-23, "PCM_32": 1.0}
 
 
-class AudioFileError(SamaudioError, ValueError):
+class AudioFileError(ClientError, ValueError):
     """An input file that cannot be read, or a region that does not fit it."""
 
 

@@ -51,7 +51,7 @@ from pythonosc.osc_server import BlockingOSCUDPServer
 from pythonosc.udp_client import SimpleUDPClient
 
 from samaudio_client.client import Client, SeparationOptions
-from samaudio_client.errors import SamaudioError
+from samaudio_client.errors import ClientError
 from samaudio_client.files import FORMATS, Region, StemWriter, output_subtype, stem_paths
 from samaudio_client.options import (
     add_connection,
@@ -88,7 +88,7 @@ CANCEL_FORM = "/samaudio/cancel request_id:s"
 DEFAULT_LISTEN = ("127.0.0.1", 9000)
 
 
-class MessageError(SamaudioError, ValueError):
+class MessageError(ClientError, ValueError):
     """An OSC message the bridge cannot act on; it is answered with `/samaudio/error <request_id> <message>`."""
 
     def __init__(self, request_id: str, message: str) -> None:
@@ -192,7 +192,7 @@ def parse_separate(args: Sequence[Any], out_dir: Path | None = None, fmt: str = 
         to_region(spans, region.start_seconds, region.seconds)  # the check only: the client moves them itself
     except MessageError:
         raise
-    except SamaudioError as err:  # SpanError, AudioFileError: their messages name the numbers and the fix
+    except ClientError as err:  # SpanError, AudioFileError: their messages name the numbers and the fix
         raise MessageError(rid, str(err)) from None
     paths = stem_paths(path, out_dir, fmt, sounds)
     return SeparateRequest(rid, region, sounds if len(sounds) > 1 else description, spans, start, duration, paths)
@@ -406,7 +406,7 @@ class OscBridge:
         except _Cancelled:
             log.info("%s: cancelled", rid)
             reply = (CANCELLED, rid)
-        except (SamaudioError, OSError) as err:  # ServerError with its code, unreadable input, unwritable output
+        except (ClientError, OSError) as err:  # CallError with its code, unreadable input, unwritable output
             log.warning("%s failed: %s", rid, err)
             reply = (ERROR, rid, str(err))
         except Exception as err:  # a bug of ours: the request fails, the bridge keeps serving

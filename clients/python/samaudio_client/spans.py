@@ -12,7 +12,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from samaudio_client.errors import SamaudioError
+from samaudio_client.errors import ClientError
 
 __all__ = ["Span", "SpanError", "SPAN_FORM", "parse_span", "as_span", "to_region"]
 
@@ -22,7 +22,7 @@ _NUMBER = r"(\d+(?:\.\d*)?|\.\d+)"
 _SPAN = re.compile(rf"^\s*([+-])\s*{_NUMBER}\s*:\s*{_NUMBER}\s*$")
 
 
-class SpanError(SamaudioError, ValueError):
+class SpanError(ClientError, ValueError):
     """A span that cannot be read or does not fit the audio it comes with."""
 
 
