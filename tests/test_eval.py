@@ -223,3 +223,33 @@ def test_aesthetics_loads_a_checkpoint_in_the_released_layout_and_scores_each_ax
     assert [set(r) for r in rows] == [set(AestheticsMetric.columns)] * 2
     assert all(math.isfinite(v) for r in rows for v in r.values())
     assert rows[0] != rows[1]  # each item scored on its own target
+
+
+def test_the_library_imports_no_client_package():
+    """The server-backed separator is the thin client's (samaudio_client.evaluation), passed in by `samaudio eval`."""
+    import ast
+    from pathlib import Path
+
+    import samaudio
+
+    for path in Path(samaudio.__file__).parent.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        imported = {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        imported |= {a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}
+        assert not {m for m in imported if m.split(".")[0] == "samaudio_client"}, path
+
+
+def test_the_library_eval_refuses_server_without_a_separator_naming_the_command_that_has_one(
+    golden_dir, eval_data, tmp_path
+):
+    import argparse
+
+    from samaudio.errors import InvalidRequestError
+    from samaudio.eval.cli import add_arguments, main
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = _args(golden_dir, eval_data, tmp_path / "out", "--server", "127.0.0.1:1")[1:]
+    args[args.index("--metrics") + 1] = "sisdr"
+    with pytest.raises(InvalidRequestError, match="samaudio eval --server 127.0.0.1:1"):
+        main(parser.parse_args(args))

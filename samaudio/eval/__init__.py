@@ -2,6 +2,7 @@
 plus SI-SDR / SDR where references exist, in this process or through a samaudio server, on one process or many.
 
 Modules: `settings` (the official settings as data), `data` (the local item layout), `metrics` (each loaded on
-request), `separators` (in-process or a server), `runner` (rows, resumption, aggregation, outputs), `cli`.
+request), `separators` (in-process; a server's is the thin client's `samaudio_client.evaluation`), `runner`
+(rows, resumption, aggregation, outputs), `cli`.
 Importing this package imports no torch; the modules that compute do.
 """

@@ -1,5 +1,6 @@
 """The evaluation's command line: `samaudio eval ...`, `python -m samaudio.eval ...` and, data-parallel,
-`torchrun --nproc_per_node N -m samaudio.eval ...`.
+`torchrun --nproc_per_node N -m samaudio.eval ...`. Through a server (`--server`) the separator is the thin
+client's, so only `samaudio eval` (`samaudio_client.cli`) runs that.
 
 Defining the options imports no torch (the thin `samaudio` command lists them); running them needs the
 `[server]` and `[eval]` extras.
@@ -12,7 +13,10 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from samaudio.eval.separators import Separator
 
 DEFAULT_DATA = Path(os.environ.get("SAMAUDIO_EVAL_DATA", Path.home() / ".cache" / "samaudio" / "eval"))
 DEFAULT_MODEL = "facebook/sam-audio-large"  # the official harness's default checkpoint
@@ -85,11 +89,15 @@ def _device(requested: str | None) -> str:
     return "cpu"
 
 
-def main(args: argparse.Namespace) -> int:
-    """Run the evaluation; 0 when every setting was evaluated. Errors raise the library's named exceptions."""
+def main(args: argparse.Namespace, separator: Separator | None = None) -> int:
+    """Run the evaluation; 0 when every setting was evaluated. Errors raise the library's named exceptions.
+
+    `separator` is what `--server` separates with (`samaudio eval` passes the thin client's); without `--server`
+    the model is loaded in this process."""
     from samaudio.eval.metrics import build_metrics
     from samaudio.eval.runner import Ranks, evaluate_setting, plot, table
-    from samaudio.eval.separators import InProcessSeparator, ServerSeparator
+    from samaudio.errors import InvalidRequestError
+    from samaudio.eval.separators import InProcessSeparator
     from samaudio.eval.settings import get_setting
 
     logging.basicConfig(level=logging.INFO, format="samaudio eval: %(message)s")
@@ -103,11 +111,11 @@ def main(args: argparse.Namespace) -> int:
     weights = {"judge": args.judge, "aesthetics": args.aesthetics, "clap": args.clap, "imagebind": args.imagebind}
     metrics = build_metrics(names, weights, device)  # before any separation: a missing weight fails first
     if args.server:
-        separator: Any = ServerSeparator(
-            args.server, candidates=args.candidates, predict_spans=args.predict_spans, seed=args.seed,
-            steps=args.steps, token=args.token, ca_file=args.tls_ca,
-            model=args.model,
-        )
+        if separator is None:
+            raise InvalidRequestError(
+                f"--server {args.server} separates through the samaudio client: run it as `samaudio eval --server "
+                f"{args.server} ...` (many processes: torchrun ... -m samaudio_client.cli eval --server ...)"
+            )
     else:
         from samaudio.model import catalog
 

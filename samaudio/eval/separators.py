@@ -1,4 +1,6 @@
-"""What an evaluation separates with: the model in this process, or a samaudio server over gRPC.
+"""What an evaluation separates with: the model in this process. A samaudio server is the thin client's
+(`samaudio_client.evaluation.ServerSeparator`), which `samaudio eval --server` passes in: the library does not
+import its clients.
 
 Both are seeded per item (the run's seed and the item's id), so an item's target does not depend on which
 rank, batch or run separated it: a resumed or data-parallel run gives the numbers of a single one.
@@ -57,39 +59,3 @@ class InProcessSeparator:
                 predict_spans=self.predict_spans and not item.spans,
             )
         return result.target[0].float().cpu()[None], video
-
-
-class ServerSeparator:
-    """A samaudio server separates (its streaming engine: windows and seams included), through the thin client."""
-
-    def __init__(self, address: str, *, candidates: int = 1, predict_spans: bool = False, seed: int = 0,
-                 steps: int | None = None, token: str | None = None, ca_file: str | None = None, **options: Any):
-        from samaudio_client import Client
-
-        self.client = Client(address, token=token, ca_file=ca_file)
-        self.options: dict[str, Any] = {k: v for k, v in options.items() if v is not None}
-        if steps is not None:
-            self.options["solver_steps"] = steps
-        if candidates != 1:
-            self.options["candidates"] = candidates
-        if predict_spans:
-            self.options["predict_spans"] = True
-        self.seed = seed
-
-    def __call__(self, item: EvalItem) -> tuple[torch.Tensor, Any]:
-        if item.video is not None:
-            from samaudio_client import Video
-
-            video = Video.from_file(item.video, masks=item.mask)
-        else:
-            video = None
-        spans = [("+", a, b) for a, b in item.spans] if item.spans else ()
-        audio = item.mixture[0].numpy().astype(np.float32)  # (L,) mono at 48 kHz
-        stems = self.client.separate(
-            audio, SAMPLE_RATE, item.description, spans, video=video, seed=item_seed(self.seed, item.id),
-            **self.options,
-        )
-        return torch.from_numpy(np.ascontiguousarray(stems.target, dtype=np.float32))[None], None
-
-    def close(self) -> None:
-        self.client.close()

@@ -41,7 +41,7 @@ os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 from samaudio import __version__  # noqa: E402 - after the verbosity
 from samaudio.errors import SAMAudioError  # torch-free: the library's errors import nothing
-from samaudio_client.errors import SamaudioError
+from samaudio_client.errors import ClientError
 from samaudio_client.files import FORMATS, AudioFileError, Region, StemWriter, output_subtype, read_blocks, stem_paths
 from samaudio_client.options import (
     add_connection,
@@ -76,11 +76,11 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise Terminated()
 
 
-class UsageError(SamaudioError):
+class UsageError(ClientError):
     """Arguments that cannot work: exit 2."""
 
 
-class LocalEngineMissing(SamaudioError):
+class LocalEngineMissing(ClientError):
     """--local or demo on an install without the model stack: exit 3 with the install command."""
 
 
@@ -392,11 +392,11 @@ def check_before_upload(info: ServerInfo, jobs: list[Job], args: argparse.Namesp
     raise the status the server would answer, so the exit code and message read the same."""
     import grpc
 
-    from samaudio_client.errors import ServerError
+    from samaudio_client.errors import CallError
 
     served = [m.name for m in info.models]
     if args.model and args.model not in served:
-        raise ServerError(
+        raise CallError(
             grpc.StatusCode.INVALID_ARGUMENT,
             f"this server serves the model {' and '.join(map(repr, served))}, not {args.model!r}",
             info.target,
@@ -414,7 +414,7 @@ def check_before_upload(info: ServerInfo, jobs: list[Job], args: argparse.Namesp
     for job in jobs:
         r = job.region
         if limit and r.frames > math.floor(limit * r.sample_rate):  # the server's own rule
-            raise ServerError(
+            raise CallError(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"{r.path} is {r.seconds:.2f} s long (the separated region), more than this server's limit of "
                 f"{limit:g} s per stream: separate it in parts with --start and --duration (nothing was sent)",
@@ -597,7 +597,12 @@ def cmd_eval(args: argparse.Namespace) -> None:
         raise UsageError(f"eval runs models in this process and this install lacks {', '.join(missing)}: {SERVER_EXTRA}")
     from samaudio.eval.cli import main as run_eval
 
-    run_eval(args)
+    separator = None
+    if args.server:
+        from samaudio_client.evaluation import ServerSeparator
+
+        separator = ServerSeparator.from_args(args)
+    run_eval(args, separator)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -620,9 +625,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         command(args)
     except (UsageError, SpanError, AudioFileError) as err:
         return _fail(args, err, EXIT_USAGE)
-    # ServerError carries the gRPC code and the server's message; the library's named errors (--local, demo)
+    # CallError carries the gRPC code and the server's message; the library's named errors (--local, demo)
     # and OSError (an unwritable --out-dir, a full disk) carry messages meant for users too.
-    except (SamaudioError, SAMAudioError, OSError) as err:
+    except (ClientError, SAMAudioError, OSError) as err:
         return _fail(args, err, EXIT_FAILED)
     except KeyboardInterrupt as err:
         terminated = isinstance(err, Terminated)
@@ -643,9 +648,9 @@ def _fail(args: argparse.Namespace, err: BaseException, code: int) -> int:
 
 def _hint(err: BaseException) -> str:
     """This client's way to act on a server's status (the server's message names no client's flags)."""
-    from samaudio_client.errors import ServerError
+    from samaudio_client.errors import CallError
 
-    if not isinstance(err, ServerError):
+    if not isinstance(err, CallError):
         return ""
     if err.code.name == "UNAUTHENTICATED":
         return " (pass it with --token or the SAMAUDIO_TOKEN environment variable)"
