@@ -1,4 +1,5 @@
-"""Helpers for the server tests: start a server on loopback, speak the protocol, run the library for reference.
+"""Helpers for the server tests: start a server on loopback, speak the protocol, run the library for reference,
+stand in for the model (`EchoWorker`) and wait for a condition another process reports (`wait_until`).
 
 Import what you need from here in a test module (`from server_fixtures import ...`); the session fixture
 `golden_server` serves the golden model (from tests/conftest.py) with short windows.
@@ -13,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,6 +165,56 @@ def reference(model, processor, cfg: pb.SeparationConfig, sends: Sequence[np.nda
         np.concatenate([b.target for b in blocks]).astype(np.float32),
         np.concatenate([b.residual for b in blocks]).astype(np.float32),
     )
+
+
+def stream(
+    model, processor, audio: np.ndarray, sample_rate: int, *, push: int | None = None, description: str = "a chirp",
+    steps: int = 2, **kw: Any
+) -> tuple[np.ndarray, np.ndarray]:
+    """The library's streaming engine on `audio` (frames, channels) with the short test windows, pushed in pieces of
+    `push` frames (None: all at once); `kw` goes to `StreamingSeparator` (`worker`, `residual`, ...).
+    Returns (target, residual)."""
+    from samaudio.streaming import StreamingSeparator
+
+    sep = StreamingSeparator(
+        model, processor, description, sample_rate=sample_rate, channels=audio.shape[1], chunk_seconds=CHUNK_SECONDS,
+        overlap_seconds=OVERLAP_SECONDS, ode_opt={"method": "midpoint", "options": {"step_size": 1.0 / steps}}, **kw,
+    )
+    blocks = [b for p in pieces(audio, push or len(audio)) for b in sep.push(p)] + sep.finish()
+    return np.concatenate([b.target for b in blocks]), np.concatenate([b.residual for b in blocks])
+
+
+class EchoWorker:
+    """Stand-in for the model (a `WindowWorker`): the target is the window's own input, the residual silence.
+    Records every call, so tests see the jobs the engine built."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[Any]] = []  # one list of WindowJob per submit
+
+    @property
+    def jobs(self) -> list[Any]:
+        return [job for call in self.calls for job in call]
+
+    def submit(self, jobs):
+        import concurrent.futures
+
+        import torch
+
+        from samaudio.streaming import WindowStems
+
+        self.calls.append(list(jobs))
+        future = concurrent.futures.Future()
+        future.set_result([WindowStems(job.audio.clone(), torch.zeros_like(job.audio)) for job in jobs])
+        return future
+
+
+def wait_until(condition, seconds: float = 120, interval: float = 0.02) -> bool:
+    """Poll `condition()` until it is true or `seconds` pass; its last answer. For conditions only another process
+    knows (a replica's counters, a file a child writes), where there is no event to wait on."""
+    deadline = time.monotonic() + seconds
+    while not (done := condition()) and time.monotonic() < deadline:
+        time.sleep(interval)
+    return bool(done)
 
 
 class Feeder:

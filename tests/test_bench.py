@@ -111,14 +111,37 @@ def test_a_benchmark_server_child_process_serves_and_stops():
     assert server.proc is None
 
 
-def test_the_table_marks_figures_against_their_targets_and_the_json_is_plain(tmp_path):
+def test_the_table_marks_figures_against_their_targets():
     from bench.__main__ import table, verdict
 
     assert verdict("grpc_overhead_ratio", 1.2).endswith("SHORT")
     assert verdict("transport_realtime_factor", 400.0).endswith("ok")
     figures = {"grpc_overhead_ratio": 1.01, "separate_rtf": {"demo-tiny": 2.0}, "machine": {"cpu": "x"}}
     assert "grpc_overhead_ratio" in table(figures)
-    (tmp_path / "f.json").write_text(json.dumps(figures))
+
+
+def _strict(constant: str):
+    raise AssertionError(f"{constant} in the JSON: not plain JSON (no NaN or Infinity)")
+
+
+def test_python_m_bench_writes_plain_json_of_the_figures_the_machine_and_the_settings(tmp_path, monkeypatch):
+    import bench.__main__ as bench_main
+    from bench.dit import measure_dit_efficiency
+
+    measured: dict = {}
+
+    def tiny_dit(settings):  # the real measurement at a test size
+        measured.update(measure_dit_efficiency("demo-tiny", B=1, T=7, S=3, repeats=1, min_matmul_seconds=0.001))
+        return measured
+
+    monkeypatch.setitem(bench_main.MEASUREMENTS, "dit", tiny_dit)
+    out = tmp_path / "figures.json"
+    assert bench_main.main(["--quick", "--only", "dit", "--out", str(out)]) == 0
+    written = json.loads(out.read_text(), parse_constant=_strict)
+    assert {k: written[k] for k in measured} == measured
+    assert written["settings"]["quick"] is True and written["settings"]["dit_preset"] == "sam-audio-small"
+    assert {"cpu", "torch", "load_average_at_end"} <= set(written["machine"])
+    assert written["elapsed_seconds"] > 0 and "errors" not in written
 
 
 def test_stages_report_every_variant_and_stage_with_fidelity():

@@ -111,12 +111,27 @@ def test_offline_hub_model_says_how_to_get_access(monkeypatch, tmp_path):
         SAMAudio.from_pretrained("facebook/sam-audio-small")
 
 
-def test_every_preset_builds_a_consistent_config():
+def _leaves(fields: dict, prefix: str = ""):
+    """("a.b", value) for every value of a nested dict of config fields."""
+    for key, value in fields.items():
+        if isinstance(value, dict) and value:
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def test_every_preset_builds_a_config_carrying_each_of_its_values():
+    # building runs the config's own validation (sizes that must fit together); this checks the preset's data
+    # reach the config, none dropped or overridden by a default
     assert {"sam-audio-small", "sam-audio-base", "sam-audio-large", "demo-tiny"} <= set(preset_names())
     for name in preset_names():
         preset = get_preset(name)
         config = preset.build_config()
-        assert config.in_channels == 6 * config.audio_codec.codebook_dim
+        for path, value in _leaves(preset.config):
+            got = config
+            for part in path.split("."):
+                got = got[part] if isinstance(got, dict) else getattr(got, part)
+            assert got == value, (name, path, got, value)
 
 
 def test_presets_say_which_sizes_are_not_known():

@@ -16,7 +16,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +31,7 @@ from server_fixtures import (  # noqa: F401 - fixtures are used by name
     make_audio,
     server_process,
     start_server,
+    wait_until,
 )
 
 FAST = ["--chunk-seconds", str(CHUNK_SECONDS), "--overlap-seconds", str(OVERLAP_SECONDS), "--steps", str(SOLVER_STEPS)]
@@ -266,10 +266,9 @@ def test_a_signal_mid_stream_removes_the_partial_stems_and_leaves_the_bar_where_
     command = [thin_python, "-m", "samaudio_client.cli", *args]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)
     part = tmp_path / "take.target.wav.part"
-    deadline = time.monotonic() + 120
-    while not (part.exists() and part.stat().st_size > 48_000):  # stem blocks are coming in: mid-stream
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.02)
+    # stem blocks are coming in: mid-stream (the child's file is all there is to watch); a child that ended stops it
+    mid_stream = wait_until(lambda: proc.poll() is not None or (part.exists() and part.stat().st_size > 48_000))
+    assert mid_stream and proc.poll() is None, proc.communicate()
 
     proc.send_signal(signum)
     _, stderr = proc.communicate(timeout=60)

@@ -6,17 +6,24 @@ One real local Ray cluster with two logical GPUs serves the golden model on two 
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
 ray = pytest.importorskip("ray", reason="the cluster backend needs the [cluster] extra")
 
-from server_fixtures import Feeder, config, golden_server, make_audio, pieces, separate, start_server, to_bytes  # noqa: E402, F401 - golden_server is a fixture
+from server_fixtures import (  # noqa: E402, F401 - golden_server is a fixture
+    config,
+    golden_server,
+    make_audio,
+    pieces,
+    separate,
+    start_server,
+    stream,
+    to_bytes,
+    wait_until,
+)
 
 REPLICAS = 2
-CHUNK, OVERLAP = 1.0, 0.4
 TOL = 1e-6  # windows batched with other windows on a replica: kernels may round differently in the last bit
 
 
@@ -66,29 +73,17 @@ def _stub(port: int):
     return channel, pb_grpc.SeparationServiceStub(channel)
 
 
-def _stream(model, processor, worker, audio, rate, *, push=4096, description="a chirp", steps=2, **kw):
-    from samaudio.streaming import StreamingSeparator
-
-    sep = StreamingSeparator(
-        model, processor, description, sample_rate=rate, channels=audio.shape[1], chunk_seconds=CHUNK,
-        overlap_seconds=OVERLAP, ode_opt={"method": "midpoint", "options": {"step_size": 1.0 / steps}},
-        worker=worker, max_batch=4, **kw,
-    )
-    blocks = [b for p in pieces(audio, push) for b in sep.push(p)] + sep.finish()
-    return np.concatenate([b.target for b in blocks]), np.concatenate([b.residual for b in blocks])
-
-
 def test_windows_on_replicas_equal_windows_in_process(golden_model, golden_processor, worker):
     audio = make_audio(3.3, 44100, 2, seed=3)
-    want = _stream(golden_model, golden_processor, None, audio, 44100)
-    got = _stream(golden_model, golden_processor, worker, audio, 44100, push=3001)
+    want = stream(golden_model, golden_processor, audio, 44100, push=4096)
+    got = stream(golden_model, golden_processor, audio, 44100, worker=worker, push=3001)
     np.testing.assert_allclose(got[0], want[0], atol=TOL, rtol=0)
     np.testing.assert_allclose(got[1], want[1], atol=TOL, rtol=0)
 
 
 def test_one_streams_windows_spread_over_both_replicas(golden_model, golden_processor, worker):
     audio = make_audio(6.0, 48000, 1, seed=4)
-    _stream(golden_model, golden_processor, worker, audio, 48000, push=48000 * 6)
+    stream(golden_model, golden_processor, audio, 48000, worker=worker, push=48000 * 6)
     assert len(worker.windows_by_replica) == REPLICAS, worker.windows_by_replica
     assert sum(worker.windows_by_replica.values()) == 10  # ceil((6 - 1) / 0.6) + 1 windows, once each
 
@@ -113,12 +108,9 @@ def _total(stats: dict, kind: str) -> int:
     return sum(row[kind] for row in stats.values())
 
 
-def _wait_for(worker, kind: str, above: int, seconds: float = 120) -> int:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if (now := _total(worker.replica_stats(), kind)) > above:
-            return now
-        time.sleep(0.05)
+def _wait_for(worker, kind: str, above: int) -> int:
+    """The replicas' count of `kind` once it passes `above` (their counters live in the replica processes)."""
+    wait_until(lambda: _total(worker.replica_stats(), kind) > above, interval=0.05)
     return _total(worker.replica_stats(), kind)
 
 
@@ -188,9 +180,10 @@ def test_a_saturated_cluster_refuses_windows_as_busy(cluster, golden_dir, golden
         max_queued_requests=1, name="tight",
     )
     worker = RayWorker(handle, app="tight")
+    audio = make_audio(5.0, 48000, 1, seed=11)
     try:
         with pytest.raises(ClusterBusyError, match="busy") as info:
-            _stream(golden_model, golden_processor, worker, make_audio(5.0, 48000, 1, seed=11), 48000, push=48000 * 5)
+            stream(golden_model, golden_processor, audio, 48000, worker=worker, push=len(audio))
         assert status_code(info.value).name == "RESOURCE_EXHAUSTED"
     finally:
         worker.close()
@@ -220,24 +213,22 @@ def test_a_replica_killed_mid_stream_loses_nothing(golden_model, golden_processo
     import threading
 
     audio = make_audio(6.0, 48000, 1, seed=5)
-    want = _stream(golden_model, golden_processor, None, audio, 48000, steps=64)
+    want = stream(golden_model, golden_processor, audio, 48000, push=4096, steps=64)
     killed: list[str] = []
 
-    def kill_a_busy_replica():
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not killed:
-            for replica, row in worker.replica_stats().items():
-                if row["started"] > row["run"] + row["stopped"]:  # windows of this replica are in flight
-                    for actor in ray.util.list_named_actors(all_namespaces=True):
-                        if "SeparationReplica" in actor["name"] and actor["name"].endswith(replica):
-                            ray.kill(ray.get_actor(actor["name"], namespace=actor["namespace"]), no_restart=True)
-                            killed.append(replica)
-                            return
-            time.sleep(0.02)
+    def killed_a_busy_replica() -> bool:
+        for replica, row in worker.replica_stats().items():
+            if row["started"] > row["run"] + row["stopped"]:  # windows of this replica are in flight
+                for actor in ray.util.list_named_actors(all_namespaces=True):
+                    if "SeparationReplica" in actor["name"] and actor["name"].endswith(replica):
+                        ray.kill(ray.get_actor(actor["name"], namespace=actor["namespace"]), no_restart=True)
+                        killed.append(replica)
+                        return True
+        return False
 
-    killer = threading.Thread(target=kill_a_busy_replica)
+    killer = threading.Thread(target=wait_until, args=(killed_a_busy_replica,))
     killer.start()
-    got = _stream(golden_model, golden_processor, worker, audio, 48000, push=48000 * 6, steps=64)
+    got = stream(golden_model, golden_processor, audio, 48000, worker=worker, push=48000 * 6, steps=64)
     killer.join()
     assert killed, "no replica was seen running a window"
     np.testing.assert_allclose(got[0], want[0], atol=TOL, rtol=0)

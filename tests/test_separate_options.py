@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from server_fixtures import stream
 
 from samaudio.errors import InvalidRequestError
 
@@ -107,17 +108,6 @@ def test_bf16_autocast_runs_and_stays_near_float32(golden_model, cases):
     assert torch.equal(fast.noise, both.noise)
 
 
-def _stream(model, processor, audio, **kw):
-    from samaudio.streaming import StreamingSeparator
-
-    sep = StreamingSeparator(
-        model, processor, "a chirp", sample_rate=44100, channels=audio.shape[1], chunk_seconds=1.0,
-        overlap_seconds=0.4, ode_opt={"method": "midpoint", "options": {"step_size": 0.5}}, **kw,
-    )
-    blocks = sep.push(audio) + sep.finish()
-    return np.concatenate([b.target for b in blocks]), np.concatenate([b.residual for b in blocks])
-
-
 def test_a_stream_that_takes_no_residual_decodes_targets_alone_and_gives_the_same_targets(golden_model, golden_processor):
     """`residual=False` (a target-only stream): one decoded row per channel and window, targets within 1e-6 of a
     two-stem stream (oneDNN may pick other kernels for the smaller decode), and the residual is the mix minus them."""
@@ -131,10 +121,10 @@ def test_a_stream_that_takes_no_residual_decodes_targets_alone_and_gives_the_sam
 
     golden_model.audio_codec.decode = counting_decode  # shadows the method for these streams only
     try:
-        both = _stream(golden_model, golden_processor, audio)
+        both = stream(golden_model, golden_processor, audio, 44100)
         decoded_both = sum(rows)
         rows.clear()
-        alone = _stream(golden_model, golden_processor, audio, residual=False)
+        alone = stream(golden_model, golden_processor, audio, 44100, residual=False)
         decoded_alone = sum(rows)
     finally:
         del golden_model.audio_codec.decode

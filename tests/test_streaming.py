@@ -8,19 +8,16 @@ the engine's behaviour does not depend on; tests of the seams use a stand-in wor
 
 from __future__ import annotations
 
-import concurrent.futures
-
 import numpy as np
 import pytest
 import torch
 import torchaudio
+from server_fixtures import EchoWorker
 
 from samaudio.streaming import (
     SeparatedBlock,
     StreamingSeparator,
-    WindowJob,
     WindowPlan,
-    WindowStems,
     frame_noise,
     separate_windows,
     watermark_bits,
@@ -68,23 +65,6 @@ def random_sizes(rng: np.random.Generator, total: int, largest: int) -> list[int
     while sum(sizes) < total:
         sizes.append(int(rng.integers(0, largest)))  # zeros included
     return sizes
-
-
-class EchoWorker:
-    """Stand-in for the model: the target is the window's own input, the residual silence. Records every call."""
-
-    def __init__(self):
-        self.calls: list[list[WindowJob]] = []
-
-    @property
-    def jobs(self) -> list[WindowJob]:
-        return [job for call in self.calls for job in call]
-
-    def submit(self, jobs):
-        self.calls.append(list(jobs))
-        future = concurrent.futures.Future()
-        future.set_result([WindowStems(job.audio.clone(), torch.zeros_like(job.audio)) for job in jobs])
-        return future
 
 
 def separator(model, processor, *, rate=48000, channels=1, description="a dog barking", anchors=(), **kw):

@@ -12,7 +12,7 @@ import threading
 
 import numpy as np
 import pytest
-import torch
+from server_fixtures import EchoWorker
 
 from samaudio.errors import (
     CancelledError,
@@ -22,20 +22,7 @@ from samaudio.errors import (
     SAMAudioError,
     StreamClosedError,
 )
-from samaudio.streaming import StreamingSeparator, WindowStems
-
-
-class EchoWorker:
-    """Stand-in for the model: the target is the window's input, the residual silence. Records every call."""
-
-    def __init__(self):
-        self.calls = []
-
-    def submit(self, jobs):
-        self.calls.append(list(jobs))
-        future = concurrent.futures.Future()
-        future.set_result([WindowStems(job.audio.clone(), torch.zeros_like(job.audio)) for job in jobs])
-        return future
+from samaudio.streaming import StreamingSeparator
 
 
 class PendingWorker:
