@@ -1,5 +1,5 @@
-"""Work for a caller that went away stops at the next solver step (issue 19): `SAMAudio.separate(should_stop=...)`,
-and a cancelled stream's windows through the streaming engine."""
+"""Work for a caller that went away stops at the next solver step or codec layer (issues 17, 19):
+`SAMAudio.separate(should_stop=...)`, and a cancelled stream's windows through the streaming engine."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from samaudio.errors import CancelledError, StoppedError
+from samaudio.model.codec import ResidualUnit
 from samaudio.model.model import midpoint_ode_opt
 from samaudio.streaming import LocalWorker, StreamingSeparator, separate_windows
 
@@ -20,15 +21,41 @@ def _batch(processor, seconds: float = 0.3):
 
 
 def test_separate_stops_at_the_next_solver_step_once_should_stop_is_true(golden_model, golden_processor):
-    asked = []
-
-    def should_stop() -> bool:
-        asked.append(1)
-        return len(asked) > 3  # three evaluations run, the fourth is refused
+    evaluations = []
 
     with pytest.raises(StoppedError, match="after 3 vector-field evaluations"):
-        golden_model.separate(_batch(golden_processor), ode_opt=midpoint_ode_opt(STEPS), should_stop=should_stop)
-    assert len(asked) == 4
+        golden_model.separate(
+            _batch(golden_processor), ode_opt=midpoint_ode_opt(STEPS), on_step=evaluations.append,
+            should_stop=lambda: len(evaluations) >= 3,  # three evaluations run, the fourth is refused
+        )  # fmt: skip
+    assert evaluations == [1, 2, 3]
+
+
+def _unit_calls(module: torch.nn.Module) -> tuple[list[int], list]:
+    """Counts the codec's residual units (the bulk of its layers) as they start: (calls, hooks to remove)."""
+    calls: list[int] = []
+    units = [m for m in module.modules() if isinstance(m, ResidualUnit)]
+    hooks = [m.register_forward_pre_hook(lambda *_: calls.append(1)) for m in units]
+    return calls, hooks
+
+
+@pytest.mark.parametrize("part", ["encoder", "decoder"])
+def test_separate_stops_at_the_next_codec_layer_when_asked_while_encoding_or_decoding(
+    golden_model, golden_processor, part
+):
+    calls, hooks = _unit_calls(getattr(golden_model.audio_codec, part))
+    evaluations = []
+    try:
+        with pytest.raises(StoppedError, match="codec stopped between two layers"):
+            golden_model.separate(
+                _batch(golden_processor), ode_opt=midpoint_ode_opt(STEPS), on_step=evaluations.append,
+                should_stop=lambda: len(calls) > 0,  # the caller goes away while the first unit runs
+            )  # fmt: skip
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert len(calls) == 1  # the unit running at the cancel finishes; no later layer starts
+    assert len(evaluations) == (0 if part == "encoder" else 2 * STEPS)
 
 
 def test_separate_runs_to_the_end_while_should_stop_is_false(golden_model, golden_processor):
@@ -52,16 +79,12 @@ class _CancelInsideWorker(LocalWorker):
 
     def submit(self, jobs):
         jobs = list(jobs)
-        inner = jobs[0].should_stop
-        calls = []
 
-        def stop_after_two() -> bool:  # the stream goes away as the second evaluation is about to start
-            calls.append(1)
-            if len(calls) == 2:
+        def cancel_after_one(evaluations: int) -> None:  # the stream goes away as the first evaluation ends
+            if evaluations == 1:
                 self.separator.cancel()
-            return inner()
 
-        jobs[0].should_stop = stop_after_two
+        jobs[0].on_step = cancel_after_one
         future = super().submit(jobs)
         if future.exception() is not None:
             self.raised.append(future.exception())

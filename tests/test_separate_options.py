@@ -54,9 +54,9 @@ def test_one_stem_decodes_one_row_per_item(golden_model, cases):
     rows = []
     decode = golden_model.audio_codec.decode
 
-    def counting_decode(latent, message=None):
+    def counting_decode(latent, message=None, **kwargs):
         rows.append(latent.shape[0])
-        return decode(latent, message=message)
+        return decode(latent, message=message, **kwargs)
 
     golden_model.audio_codec.decode = counting_decode  # shadows the method for this call only
     try:
@@ -115,9 +115,9 @@ def test_a_stream_that_takes_no_residual_decodes_targets_alone_and_gives_the_sam
     rows = []
     decode = golden_model.audio_codec.decode
 
-    def counting_decode(latent, message=None):
+    def counting_decode(latent, message=None, **kwargs):
         rows.append(latent.shape[0])
-        return decode(latent, message=message)
+        return decode(latent, message=message, **kwargs)
 
     golden_model.audio_codec.decode = counting_decode  # shadows the method for these streams only
     try:

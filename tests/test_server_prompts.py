@@ -4,7 +4,6 @@ selection planned as one short window, progress inside a window, cancel between 
 from __future__ import annotations
 
 import threading
-import time
 
 import grpc
 import numpy as np
@@ -139,27 +138,56 @@ def test_progress_moves_at_every_solver_step_inside_one_window(stub):
     assert done == sorted(done) and sorted(set(done)) == list(range(1, 21))  # every evaluation is told, in order
 
 
-def test_a_cancelled_stream_is_freed_within_one_solver_step(golden_server, golden_model):
+@pytest.mark.parametrize("where", ["encoder", "solver", "decoder"])
+def test_a_cancelled_stream_is_freed_within_one_solver_step_or_codec_layer(
+    golden_server, golden_model, monkeypatch, where
+):
+    """The window waits on the device thread (in the codec's first residual unit of the encoder or decoder, or
+    after the solver's third evaluation) until the server has run the stream's cancel; then no later step or
+    unit may start."""
+    from samaudio.model.codec import ResidualUnit
+    from samaudio.streaming import StreamingSeparator
+
     server, port = golden_server
-    audio = make_audio(3.0, 48000, 1, seed=7)
-    cfg = config(chunk_seconds=3.0, total_frames=len(audio), solver_steps=64)  # one long window
-    calls, cancelled_at = [], []
-    hook = golden_model.register_forward_hook(lambda *_: calls.append(time.monotonic()))
+    told = threading.Event()  # the server ran the stream's cancel
+    cancel = StreamingSeparator.cancel
+
+    def cancel_and_tell(self) -> None:
+        cancel(self)
+        told.set()
+
+    monkeypatch.setattr(StreamingSeparator, "cancel", cancel_and_tell)
+    reached, units, evaluations = threading.Event(), [], []
+
+    def wait_for_the_cancel() -> None:
+        reached.set()
+        told.wait(60)
+
+    def at_unit(*_) -> None:
+        units.append(1)
+        if where != "solver" and len(units) == 1:
+            wait_for_the_cancel()
+
+    def at_evaluation(*_) -> None:
+        evaluations.append(1)
+        if where == "solver" and len(evaluations) == 3:
+            wait_for_the_cancel()
+
+    codec_part = golden_model.audio_codec.decoder if where == "decoder" else golden_model.audio_codec.encoder
+    hooks = [m.register_forward_pre_hook(at_unit) for m in codec_part.modules() if isinstance(m, ResidualUnit)]
+    hooks.append(golden_model.transformer.register_forward_hook(at_evaluation))  # one call per evaluation
+    audio = make_audio(0.9, 48000, 1, seed=8)
+    cfg = config(total_frames=len(audio), solver_steps=8)  # one window: 16 evaluations
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
             call = pb_grpc.SeparationServiceStub(ch).Separate(requests(cfg, [audio]))
-            for response in call:
-                if response.progress.model_evaluations_done >= 3:
-                    cancelled_at.append(time.monotonic())
-                    call.cancel()
-                    break
-        deadline = time.monotonic() + 30
-        while server.servicer.gate.active and time.monotonic() < deadline:
-            time.sleep(0.005)
-        freed = time.monotonic()
+            assert reached.wait(60), f"the window never reached the {where}"
+            call.cancel()
+            assert server.servicer.gate.wait_idle(timeout=60), "the cancelled stream was never freed"
     finally:
-        hook.remove()
-    assert server.servicer.gate.active == 0
-    after = [t for t in calls if t > cancelled_at[0]]
-    assert len(after) <= 2, f"{len(after)} evaluations after the cancel"  # the one running, maybe one more
-    assert len(calls) < 20 and freed - cancelled_at[0] < 10
+        for hook in hooks:
+            hook.remove()
+    assert told.is_set()
+    assert len(evaluations) == {"encoder": 0, "solver": 3, "decoder": 16}[where]  # no step after the cancel
+    if where != "solver":
+        assert len(units) == 1  # the unit running at the cancel ends the work: no later unit starts

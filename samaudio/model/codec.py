@@ -25,12 +25,13 @@ Legend of dimension letters used in shape comments:
 from __future__ import annotations
 
 import math
+from typing import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from samaudio.errors import ConfigError, InvalidAudioError, InvalidRequestError
+from samaudio.errors import ConfigError, InvalidAudioError, InvalidRequestError, StoppedError
 from samaudio.model.config import DACVAEConfig
 
 # Constants dacvae hard-codes (not config fields).
@@ -41,7 +42,25 @@ SIDE_FACTOR = 3  # a decoder block's watermark side path is 1/3 of its main widt
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Helpers: weight norm and the two padding modes
+# Helpers: stop points, weight norm and the two padding modes
+
+StopCheck = Callable[[], bool]  # asked between layers; True: the caller went away, stop
+
+
+def _stop_point(should_stop: StopCheck | None) -> None:
+    # A window's encode and decode take far longer than a solver step (the decode alone most of a window at the
+    # small size): a cancel waits for the next layer, not for the whole codec (issue 17).
+    if should_stop is not None and should_stop():
+        raise StoppedError("the codec stopped between two layers: should_stop() was true")
+
+
+def _run_layers(layers: Iterable[nn.Module], x: Tensor, should_stop: StopCheck | None) -> Tensor:
+    """`x` through `layers` in turn (as their Sequential would), with a stop point before each and inside those
+    that have their own (`ResidualUnit`, `EncoderBlock`)."""
+    for layer in layers:
+        _stop_point(should_stop)
+        x = layer(x, should_stop) if isinstance(layer, (ResidualUnit, EncoderBlock)) else layer(x)
+    return x
 
 
 def _weight_norm(g: Tensor, v: Tensor) -> Tensor:
@@ -189,8 +208,9 @@ class ResidualUnit(nn.Module):
             WNConv1d(c, c, kernel_size=1),
         )
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.block(x).add_(x)  # = x + block(x), into the block's fresh output (nothing saves it)
+    def forward(self, x: Tensor, should_stop: StopCheck | None = None) -> Tensor:
+        # = x + block(x), into the block's fresh output (nothing saves it)
+        return _run_layers(self.block, x, should_stop).add_(x)
 
 
 class ELUResidualUnit(nn.Module):
@@ -225,8 +245,8 @@ class EncoderBlock(nn.Module):
             WNConv1d(c // 2, c, kernel_size=2 * stride, stride=stride),
         )
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.block(x)
+    def forward(self, x: Tensor, should_stop: StopCheck | None = None) -> Tensor:
+        return _run_layers(self.block, x, should_stop)
 
 
 class Encoder(nn.Module):
@@ -242,8 +262,8 @@ class Encoder(nn.Module):
         layers += [Snake1d(c), WNConv1d(c, latent_dim, kernel_size=3)]
         self.block = nn.Sequential(*layers)
 
-    def forward(self, wav: Tensor) -> Tensor:
-        return self.block(wav)
+    def forward(self, wav: Tensor, should_stop: StopCheck | None = None) -> Tensor:
+        return _run_layers(self.block, wav, should_stop)
 
 
 class VAEBottleneck(nn.Module):
@@ -292,11 +312,9 @@ class DecoderBlock(nn.Module):
             ]
         )
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, should_stop: StopCheck | None = None) -> Tensor:
         """Main path, (B, c_in, L) -> (B, c_out, L * stride)."""
-        for j in (0, 1, 4, 5, 8, 9):
-            x = self.block[j](x)
-        return x
+        return _run_layers([self.block[j] for j in (0, 1, 4, 5, 8, 9)], x, should_stop)
 
     def side_down(self, h: Tensor) -> Tensor:
         """Watermark side path towards the message: (B, c_out/3, L) -> (B, c_in/3, L / wm_stride)."""
@@ -389,16 +407,21 @@ class Watermarker(nn.Module):
         self.msg_processor = MsgProcessor(nbits, d_wm_out)
         self.decoder_block = WatermarkDecoder(hidden, wm_channels, d_wm_out)
 
-    def forward(self, x: Tensor, blocks: list[DecoderBlock], message: Tensor) -> Tensor:
+    def forward(
+        self, x: Tensor, blocks: list[DecoderBlock], message: Tensor, should_stop: StopCheck | None = None
+    ) -> Tensor:
         a = self.encoder_block.head(x)  # (B, 1, N)
         h = self.encoder_block.pre[3](a)  # (B, W, N)
         for block in reversed(blocks):
+            _stop_point(should_stop)
             h = block.side_down(h)  # ends (B, H, n)
         h = self.encoder_block.post(h)  # (B, M, n)
         h = self.msg_processor(h, message)  # (B, M, n)
         h = self.decoder_block.pre(h)  # (B, H, n)
         for block in blocks:
+            _stop_point(should_stop)
             h = block.side_up(h)  # ends (B, W, N)
+        _stop_point(should_stop)
         h = self.decoder_block.post(h)  # (B, 1, N)
         return a + self.alpha * h
 
@@ -418,9 +441,13 @@ class Decoder(nn.Module):
         hidden, wm_channels = d // SIDE_FACTOR, d // 48
         self.wm_model = Watermarker(c, hidden, wm_channels, 4 * wm_channels, nbits)
 
-    def forward(self, z: Tensor, message: Tensor) -> Tensor:
-        x = self.model(z)  # (B, D / 16, N)
-        return self.wm_model(x, list(self.model)[1:], message)
+    def forward(self, z: Tensor, message: Tensor, should_stop: StopCheck | None = None) -> Tensor:
+        _stop_point(should_stop)
+        x = self.model[0](z)
+        for block in list(self.model)[1:]:
+            x = block(x, should_stop)  # ends (B, D / 16, N)
+        _stop_point(should_stop)
+        return self.wm_model(x, list(self.model)[1:], message, should_stop)
 
 
 def _check_config(config: DACVAEConfig) -> None:
@@ -507,21 +534,26 @@ class DACVAE(nn.Module):
             raise InvalidAudioError("the audio holds NaN or infinite samples; replace them before encoding")
 
     @torch.no_grad()
-    def forward(self, wav: Tensor) -> Tensor:
-        """(B, 1, L) waveform at `sample_rate` -> (B, C, T) latent means, T = ceil(L / hop)."""
+    def forward(self, wav: Tensor, should_stop: StopCheck | None = None) -> Tensor:
+        """(B, 1, L) waveform at `sample_rate` -> (B, C, T) latent means, T = ceil(L / hop).
+
+        `should_stop` is asked between layers; once it is true the call raises `StoppedError`."""
         self._check_wav(wav)
         pad = -wav.shape[-1] % self.hop_length
         if pad:
             wav = F.pad(wav, (0, pad), mode="reflect")  # (B, 1, N)
-        z = self.encoder(wav)  # (B, Z, T)
+        z = self.encoder(wav, should_stop)  # (B, Z, T)
         return self.quantizer.mean(z)  # (B, C, T)
 
-    def decode(self, latent: Tensor, message: Tensor | None = None) -> Tensor:
+    def decode(
+        self, latent: Tensor, message: Tensor | None = None, should_stop: StopCheck | None = None
+    ) -> Tensor:
         """(B, C, T) latent -> (B, 1, T * hop) waveform carrying `message` (B, 16) of 0/1 floats.
 
         Without a message a fresh random one is drawn per row from the CPU default generator, then moved to
         the latent's device, as the official decode does (so seeding the CPU generator replays it).
-        Gradients are not disabled here.
+        Gradients are not disabled here. `should_stop` is asked between layers; once it is true the call raises
+        `StoppedError`.
         """
         if self.decoder is None:
             raise InvalidRequestError("this codec was built without its decoder (DACVAE(config, decoder=False))")
@@ -544,7 +576,7 @@ class DACVAE(nn.Module):
         elif not ((message == 0) | (message == 1)).all():
             raise InvalidRequestError("the watermark message must hold only 0 and 1")
         z = self.quantizer.out_proj(latent)  # (B, Z, T)
-        return self.decoder(z, message.to(latent.device))  # (B, 1, T * hop)
+        return self.decoder(z, message.to(latent.device), should_stop)  # (B, 1, T * hop)
 
     def feature_idx_to_wav_idx(self, feature_idx: int | Tensor, sample_rate: int | None = None) -> int | Tensor:
         """Latent frame index -> sample index at `sample_rate` (default the codec's), truncated."""

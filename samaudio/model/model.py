@@ -203,9 +203,9 @@ class SAMAudio(nn.Module):
         features, mask = self.text_encoder(descriptions)
         return features.to(self.dtype), mask
 
-    def _get_forward_args(self, batch, text_features=None) -> dict[str, torch.Tensor]:
+    def _get_forward_args(self, batch, text_features=None, should_stop=None) -> dict[str, torch.Tensor]:
         device, dtype = self.device, self.dtype
-        z = self.audio_codec(batch.audios.to(device, dtype)).transpose(1, 2)  # (B, T, C)
+        z = self.audio_codec(batch.audios.to(device, dtype), should_stop).transpose(1, 2)  # (B, T, C)
         B, T, _ = z.shape
         if text_features is None:
             text, text_mask = self.encode_text(list(batch.descriptions))
@@ -327,8 +327,9 @@ class SAMAudio(nn.Module):
         b*K .. b*K+K-1 belong to item b) and a loaded ranker picks one per item (see `choose_candidates`).
         `noise` (B*K, T, 2C) and `watermark_message` (2*B*K, 16) replay a run exactly; when None they are drawn
         from the global generators as the official model draws them. `text_features` reuses `encode_text` output.
-        `should_stop` is asked before every vector-field evaluation; once it returns True the call raises
-        `StoppedError`, so work for a caller that went away ends within one solver step (issue 19).
+        `should_stop` is asked before every vector-field evaluation and between the codec's layers when encoding
+        and decoding; once it returns True the call raises `StoppedError`, so work for a caller that went away
+        ends within one solver step or codec layer (issues 17, 19).
         `predict_spans=True` (span predictor loaded, batch without anchors) prompts each item with "+" anchors
         on the frames the predictor finds active; `span_anchors="released"` instead reproduces sam-audio 68b48d4,
         whose DiT never sees them (official issue #98). The spans come back in the result; the batch is untouched.
@@ -381,7 +382,7 @@ class SAMAudio(nn.Module):
         on_step: Callable[[int], None] | None = None,
     ) -> SeparationResult:
         """`separate` past its argument checks."""
-        args = self._get_forward_args(batch, text_features)
+        args = self._get_forward_args(batch, text_features, should_stop)
         spans = None
         if predict_spans and getattr(batch, "anchors", None) is None:  # user anchors always win
             found = self.predict_spans(batch, args["audio_features"], args["audio_pad_mask"], span_threshold)
@@ -436,7 +437,9 @@ class SAMAudio(nn.Module):
             # only one stem's rows: one decode of N rows instead of 2N
             s = STEMS.index(decoded[0])
             rows, watermark_message = rows[s::2], watermark_message[s::2]  # (N, C, T), (N, 16)
-        wavs = self.audio_codec.decode(rows, message=watermark_message)  # (N * len(decoded), 1, T * hop)
+        # stop points only when asked for: a decode shadowed by a caller (tests record it) keeps its signature
+        stop = {} if should_stop is None else {"should_stop": should_stop}
+        wavs = self.audio_codec.decode(rows, message=watermark_message, **stop)  # (N * len(decoded), 1, T * hop)
         wavs = wavs.view(B, K, len(decoded), -1)
         lengths = self.audio_codec.feature_idx_to_wav_idx(batch.sizes).tolist()  # cut to the padded length
         stem_wavs = {
