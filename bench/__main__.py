@@ -79,6 +79,7 @@ class Settings:
     quality_seconds: float = 4.0
     quality_stream_seconds: float = 60.0  # one long mixture per class for the streaming figures
     quality_steps: int = 8  # midpoint steps of every separation in the quality figures
+    daw_repeats: int = 2  # pairs of the 1 s selection, and cancels, through a loopback server (issue 17)
 
     @classmethod
     def for_run(cls, quick: bool, device: str, threads: int | None) -> "Settings":
@@ -114,6 +115,7 @@ class Settings:
             stages_step_tiers=[8, 4, 2],
             stream_steps=16,
             stream_pairs=3 if cuda else 1,
+            daw_repeats=5,
         )
 
 
@@ -235,6 +237,14 @@ def run_stages(s: Settings) -> dict[str, Any]:
     return out
 
 
+def run_daw(s: Settings) -> dict[str, Any]:
+    from bench.daw import ROOT, measure_cancel, measure_short_selection
+
+    out = measure_short_selection(s.daw_repeats, s.threads)
+    out.update(measure_cancel([ROOT], s.daw_repeats, s.threads))
+    return out
+
+
 MEASUREMENTS: dict[str, Callable[[Settings], dict[str, Any]]] = {
     "dit": run_dit,
     "memory": run_memory,
@@ -247,6 +257,7 @@ MEASUREMENTS: dict[str, Callable[[Settings], dict[str, Any]]] = {
     "cluster": run_cluster,  # the Ray Serve backend ([cluster] extra): replicas, front-door overhead
     "reliability": run_reliability,  # hostile clients against a server process
     "stages": run_stages,  # separate() per stage before / after #20, target-only, residual-free, bf16; a stream
+    "daw": run_daw,  # a 1 s selection with and without its stated length, cancel-to-freed (issue 17)
 }
 
 

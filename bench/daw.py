@@ -1,6 +1,7 @@
 """What a DAW user waits for (issue 17): a short selection, and a cancel.
 
     python -m bench.daw [--repeats N] [--threads N] [--cancel-tree DIR ...] [--out FILE.json]
+    python -m bench --only daw
 
 **A 1 s selection.** The demo-tiny model (random weights, the real architecture at a small size) behind a
 loopback server with the stream defaults (10 s windows, 2 s overlap, 16 solver steps) separates 1 s of stereo
@@ -68,7 +69,7 @@ def _requests(config: Any, audio: np.ndarray, block: int) -> Any:
         yield pb.SeparateRequest(audio_content=audio[i : i + block].astype("<f4").tobytes())
 
 
-def _config(audio: np.ndarray, rate: int, total: bool, **fields: Any) -> Any:
+def _config(audio: np.ndarray, rate: int, total: bool, chunk: float | None = None, **fields: Any) -> Any:
     from samaudio.v1 import separation_pb2 as pb
 
     config = pb.SeparationConfig(
@@ -77,36 +78,43 @@ def _config(audio: np.ndarray, rate: int, total: bool, **fields: Any) -> Any:
     )  # fmt: skip
     if total:
         config.total_frames = len(audio)
+    if chunk is not None:  # else the server's default window and overlap
+        config.chunk_seconds, config.overlap_seconds = chunk, chunk / 5
     return config
 
 
-def _stream_seconds(stub: Any, audio: np.ndarray, rate: int, total: bool) -> tuple[float, int]:
+def _stream_seconds(
+    stub: Any, audio: np.ndarray, rate: int, total: bool, chunk: float | None = None
+) -> tuple[float, int]:
     """(seconds from the first request to the summary, windows) of one stream of `audio`."""
     start = time.perf_counter()
     windows = 0
-    for response in stub.Separate(_requests(_config(audio, rate, total), audio, rate // 4)):
+    for response in stub.Separate(_requests(_config(audio, rate, total, chunk), audio, rate // 4)):
         if response.WhichOneof("streaming_response") == "summary":
             windows = response.summary.windows
     return time.perf_counter() - start, windows
 
 
-def measure_short_selection(repeats: int = 5, threads: int | None = None) -> dict[str, Any]:
+def measure_short_selection(
+    repeats: int = 5, threads: int | None = None, seconds: float = SELECTION_SECONDS, chunk: float | None = None
+) -> dict[str, Any]:
+    """`chunk`: the window the stream asks for (None: the server's default); smaller only to keep tests fast."""
     import grpc
 
     from samaudio.v1 import separation_pb2_grpc as pb_grpc
 
-    audio = _signal(SELECTION_SECONDS, RATE, CHANNELS)
+    audio = _signal(seconds, RATE, CHANNELS)
     server, port = _server(threads)
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = pb_grpc.SeparationServiceStub(channel)
             for total in (False, True):  # warm-up
-                _stream_seconds(stub, audio, RATE, total)
+                _stream_seconds(stub, audio, RATE, total, chunk)
             full, planned, windows = [], [], set()
             for _ in range(repeats):  # alternating pairs
-                seconds, n = _stream_seconds(stub, audio, RATE, total=False)
+                seconds, n = _stream_seconds(stub, audio, RATE, total=False, chunk=chunk)
                 full.append(seconds)
-                seconds, m = _stream_seconds(stub, audio, RATE, total=True)
+                seconds, m = _stream_seconds(stub, audio, RATE, total=True, chunk=chunk)
                 planned.append(seconds)
                 windows.add((n, m))
     finally:
@@ -121,24 +129,26 @@ def measure_short_selection(repeats: int = 5, threads: int | None = None) -> dic
     }
 
 
-def _cancel_child(repeats: int, threads: int | None) -> dict[str, Any]:
+def _cancel_child(
+    repeats: int, threads: int | None, seconds: float = CANCEL_SECONDS, chunk: float | None = None
+) -> dict[str, Any]:
     """In this process, against whatever samaudio is importable: cancel-to-freed seconds."""
     import grpc
 
     from samaudio.v1 import separation_pb2_grpc as pb_grpc
 
     rate = 48000
-    audio = _signal(CANCEL_SECONDS, rate, 1)
+    audio = _signal(seconds, rate, 1)
     server, port = _server(threads)
     gate = server.servicer.gate
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = pb_grpc.SeparationServiceStub(channel)
-            window, _ = _stream_seconds(stub, audio, rate, total=False)  # warm-up and the window's time
-            window = statistics.median([_stream_seconds(stub, audio, rate, total=False)[0] for _ in range(2)])
+            _stream_seconds(stub, audio, rate, total=False, chunk=chunk)  # warm-up
+            window = statistics.median([_stream_seconds(stub, audio, rate, False, chunk)[0] for _ in range(2)])
             freed = []
             for _ in range(repeats):
-                call = stub.Separate(_requests(_config(audio, rate, total=False), audio, rate))
+                call = stub.Separate(_requests(_config(audio, rate, False, chunk), audio, rate))
                 next(call)  # accepted: the audio is on its way, the window starts when it is all there
                 time.sleep(CANCEL_AT * window)
                 cancelled = time.perf_counter()

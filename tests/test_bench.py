@@ -184,3 +184,20 @@ def test_separation_reports_held_out_si_sdri_the_codec_ceiling_and_streaming_fig
             "stream_windows_2s_absent_target_energy_db",
         ],
     )
+
+
+def test_daw_reports_the_short_selection_and_cancel_to_freed():
+    from bench.daw import _cancel_child, measure_short_selection
+
+    figures = measure_short_selection(repeats=1, seconds=0.3, chunk=0.6)
+    assert_finite_keys(figures, ["short_selection_seconds_full_window", "short_selection_seconds_planned",
+                                 "short_selection_speedup"])  # fmt: skip
+    assert figures["short_selection_windows"] == [(1, 1)]
+    figures = _cancel_child(repeats=1, threads=None, seconds=0.4, chunk=0.6)
+    assert_finite_keys(figures, ["cancel_to_freed_seconds", "window_seconds"])
+
+
+def test_daw_is_one_of_the_measurements():
+    from bench.__main__ import MEASUREMENTS
+
+    assert "daw" in MEASUREMENTS
