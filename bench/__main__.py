@@ -72,7 +72,8 @@ class Settings:
     stages_steps: int = 1  # midpoint steps; 16 is the official default (the ODE share scales with them)
     stages_pairs: int = 2
     stages_step_tiers: list[int] = field(default_factory=list)  # fewer steps than stages_steps, for fidelity
-    stream_seconds: float = 60.0
+    stream_seconds: float = 60.0  # one stereo stream through the engine, default windows, per variant (#20)
+    stream_channels: int = 2
     stream_steps: int = 1
     stream_pairs: int = 1
     quality_examples: int = 40  # held-out mixtures (samaudio.train.data.held_out)
@@ -228,12 +229,17 @@ def run_reliability(s: Settings) -> dict[str, Any]:
 
 
 def run_stages(s: Settings) -> dict[str, Any]:
-    from bench.stages import measure_stages, measure_stream_stages
+    from bench.stages import STREAM_VARIANTS, measure_stages, measure_stream_stages
 
     out = measure_stages(
         s.stages_preset, s.stages_seconds, s.stages_steps, s.stages_pairs, s.stages_step_tiers, device=s.device
     )
-    out.update(measure_stream_stages(s.stages_preset, s.stream_seconds, s.stream_steps, s.stream_pairs, device=s.device))
+    out.update(
+        measure_stream_stages(
+            s.stages_preset, s.stream_seconds, s.stream_steps, s.stream_pairs, STREAM_VARIANTS, s.device,
+            s.stream_channels,
+        )
+    )
     return out
 
 

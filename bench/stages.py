@@ -15,7 +15,9 @@ Stages: `encode` is the codec's encoder, `ode` every DiT evaluation of the solve
 decoder; `other` is the rest (text, argument preparation, the subtraction). Peak RSS is the process's
 high-water mark reset before each call (Linux), on CUDA the peak allocated device memory. Fidelity: max|diff|
 of each variant's stems against `before`'s, and of fewer solver steps against the run's steps.
-`stream_*` figures time a stream through the streaming engine before and after, the same way.
+`stream_*` figures time a stream through the streaming engine the same way (default 10 s windows, 2 s overlap),
+with the variants `before`, `after`, `target` (a target-only stream), `null_sum` (residual = mix - target at the
+input rate) and `bf16` (the stream under autocast).
 """
 
 from __future__ import annotations
@@ -206,33 +208,66 @@ def measure_stages(
     }
 
 
-def stream_once(model: Any, processor: Any, seconds: float, steps: int, variant: str, device: str) -> dict[str, Any]:
-    """`seconds` of mono audio through a `StreamingSeparator` in 0.25 s blocks: seconds per stage and peak."""
+STREAM_VARIANTS = ("before", "after", "target", "null_sum", "bf16")
+
+
+def _stream_kwargs(model: Any, variant: str) -> dict[str, Any]:
+    """Set the codec for `variant` of a stream; the `StreamingSeparator` keyword arguments it adds."""
+    model.audio_codec.set_inference_shortcuts(
+        fold_weight_norm=variant != "before", single_thread_lstm=variant != "before"
+    )
+    if variant == "target":
+        return {"residual": False}  # target-only: the residual is the mix minus the target, no residual decode
+    if variant == "null_sum":
+        return {"null_sum": True}  # residual = mix - target at the input rate, no residual decode
+    return {}
+
+
+def stream_once(
+    model: Any, processor: Any, seconds: float, steps: int, variant: str, device: str, channels: int = 1,
+    windows: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """`seconds` of audio through a `StreamingSeparator` (default windows, or `windows`' chunk_seconds and
+    overlap_seconds) in 0.25 s blocks: seconds per stage,
+    peak memory, and the stems ({stem: (frames, ch)}). `bf16` runs the stream under `torch.autocast`, as
+    `separate(autocast=torch.bfloat16)` runs one call (the worker is the caller's thread)."""
+    import contextlib
+
+    import numpy as np
+    import torch
+
     from samaudio.model.model import midpoint_ode_opt
     from samaudio.streaming import StreamingSeparator
 
-    _configure(model, variant)
+    extra = _stream_kwargs(model, variant)
+    cast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16) if variant == "bf16" else None
     _reset_peak(device)
     clock = StageClock(model, device)
     try:
-        start = time.perf_counter()
-        sep = StreamingSeparator(
-            model, processor, "a chirp", sample_rate=MODEL_RATE, channels=1, ode_opt=midpoint_ode_opt(steps)
-        )
-        frames = 0
-        step = round(0.25 * MODEL_RATE)
-        for first in range(0, round(seconds * MODEL_RATE), step):
-            block = bench_signal(first, min(step, round(seconds * MODEL_RATE) - first), 1)
-            frames += sum(b.frames for b in sep.push(block))
-        frames += sum(b.frames for b in sep.finish())
-        sync(device)
-        total = time.perf_counter() - start
+        with cast or contextlib.nullcontext():
+            start = time.perf_counter()
+            sep = StreamingSeparator(
+                model, processor, "a chirp", sample_rate=MODEL_RATE, channels=channels,
+                ode_opt=midpoint_ode_opt(steps), **(windows or {}), **extra,
+            )  # fmt: skip
+            blocks = []
+            total_frames, step = round(seconds * MODEL_RATE), round(0.25 * MODEL_RATE)
+            for first in range(0, total_frames, step):
+                blocks += sep.push(bench_signal(first, min(step, total_frames - first), channels))
+            blocks += sep.finish()
+            sync(device)
+            total = time.perf_counter() - start
     finally:
         clock.close()
     out = dict(clock.seconds)
     out["other"] = total - sum(out.values())
     out["total"] = total
-    return {"seconds": out, "peak": _peak(device), "windows": sep.windows_done, "frames": frames}
+    stems = {
+        "target": np.concatenate([b.target for b in blocks]),  # (frames, ch)
+        "residual": np.concatenate([b.residual for b in blocks]),
+    }
+    frames = sum(b.frames for b in blocks)
+    return {"seconds": out, "peak": _peak(device), "windows": sep.windows_done, "frames": frames, "stems": stems}
 
 
 def measure_stream_stages(
@@ -242,21 +277,42 @@ def measure_stream_stages(
     pairs: int = 1,
     variants: tuple[str, ...] = ("before", "after"),
     device: str = "cpu",
+    channels: int = 1,
+    chunk_seconds: float | None = None,
+    overlap_seconds: float | None = None,
 ) -> dict[str, Any]:
-    """The same split for a stream of `seconds` through the streaming engine (default windows), in rotation."""
+    """The same split for a stream of `seconds` through the streaming engine (default windows unless given), in
+    rotation: wall time per stage, real-time factor, peak memory and max|diff| of the stems against `before`."""
+    import numpy as np
     import torch
 
     from samaudio import SAMAudio, SAMAudioProcessor
+    from samaudio.defaults import STREAM_DEFAULTS
     from samaudio.model.config import get_preset
 
     torch.manual_seed(0)
     model = SAMAudio.from_config(get_preset(preset).build_config(), random_text_encoder=True).to(device)
     processor = SAMAudioProcessor(model.hop_length, model.sample_rate)
+    if "bf16" in variants and device == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        variants = tuple(v for v in variants if v != "bf16")
+    windows = {
+        "chunk_seconds": STREAM_DEFAULTS.chunk_seconds if chunk_seconds is None else chunk_seconds,
+        "overlap_seconds": STREAM_DEFAULTS.overlap_seconds if overlap_seconds is None else overlap_seconds,
+    }
     runs: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
+    stems: dict[str, dict[str, Any]] = {}
     for _ in range(pairs):
         for v in variants:
-            runs[v].append(stream_once(model, processor, seconds, steps, v, device))
+            run = stream_once(model, processor, seconds, steps, v, device, channels, windows)
+            stems[v] = run.pop("stems")
+            runs[v].append(run)
+    model.audio_codec.set_inference_shortcuts()
+    walls = {v: [r["seconds"]["total"] for r in runs[v]] for v in variants}
     mib = 1024 * 1024
+
+    def max_diff(a: Any, b: Any) -> float:
+        return float(np.abs(a.astype(np.float64) - b).max())
+
     return {
         "stream_stages_seconds": {
             v: {st: _summary([r["seconds"][st] for r in runs[v]]) for st in STAGES} for v in variants
@@ -266,10 +322,20 @@ def measure_stream_stages(
             for v in variants
             if v != "before"
         },
-        "stream_realtime_factor": {v: seconds / statistics.median(r["seconds"]["total"] for r in runs[v]) for v in variants},
+        "stream_realtime_factor": {v: seconds / statistics.median(walls[v]) for v in variants},
+        "stream_realtime_factor_spread": {v: [seconds / max(walls[v]), seconds / min(walls[v])] for v in variants},
         "stream_peak_mib": {v: max(r["peak"] for r in runs[v]) / mib for v in variants},
+        "stream_max_abs_diff_vs_before": {
+            v: {stem: max_diff(stems[v][stem], stems["before"][stem]) for stem in ("target", "residual")}
+            for v in variants
+            if v != "before"
+        },
         "stream_setup": {
-            "preset": preset, "audio_seconds": seconds, "solver_steps": steps, "pairs": pairs, "device": device,
-            "windows": runs[variants[0]][0]["windows"],
+            "preset": preset, "audio_seconds": seconds, "channels": channels, "solver_steps": steps,
+            "solver_steps_note": "" if steps == 16 else f"{steps} midpoint steps, fewer than the default 16, to fit "
+            "the machine; encode and decode seconds do not depend on them, the ODE's scale with them",
+            **windows,
+            "pairs": pairs, "variants": list(variants), "device": device, "windows": runs[variants[0]][0]["windows"],
+            "peak": "CUDA max allocated" if device.startswith("cuda") else "VmHWM",
         },
     }

@@ -158,12 +158,19 @@ def test_stages_report_every_variant_and_stage_with_fidelity():
     assert figures["stages_folded_weight_mib"] > 0
 
 
-def test_stream_stages_report_before_and_after():
-    from bench.stages import measure_stream_stages
+def test_stream_stages_report_every_variant_with_fidelity():
+    from bench.stages import STREAM_VARIANTS, measure_stream_stages
 
-    figures = measure_stream_stages("demo-tiny", seconds=0.6, steps=1, pairs=1)
+    figures = measure_stream_stages(
+        "demo-tiny", seconds=0.6, steps=1, pairs=1, variants=STREAM_VARIANTS, channels=2, chunk_seconds=0.4,
+        overlap_seconds=0.08,
+    )  # fmt: skip
     assert_finite_keys(figures, ["stream_realtime_factor", "stream_peak_mib"])
-    assert set(figures["stream_stages_seconds"]) == {"before", "after"}
+    assert set(figures["stream_stages_seconds"]) == set(figures["stream_setup"]["variants"]) >= {
+        "before", "after", "target", "null_sum"}  # fmt: skip
+    diffs = figures["stream_max_abs_diff_vs_before"]
+    assert diffs["after"] == {"target": 0.0, "residual": 0.0}  # the shortcuts change no output
+    assert diffs["target"]["target"] < 1e-6 and diffs["null_sum"]["target"] < 1e-6
 
 
 def test_separation_reports_held_out_si_sdri_the_codec_ceiling_and_streaming_figures():
