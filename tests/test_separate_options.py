@@ -131,3 +131,43 @@ def test_a_stream_that_takes_no_residual_decodes_targets_alone_and_gives_the_sam
     assert decoded_alone * 2 == decoded_both
     np.testing.assert_allclose(alone[0], both[0], atol=1e-6, rtol=0)
     np.testing.assert_allclose(alone[1], audio - alone[0], atol=1e-6, rtol=0)
+
+
+def _prompt_stream(model, processor, audio, descriptions):
+    from samaudio.streaming import Prompt, StreamingSeparator
+
+    sep = StreamingSeparator(
+        model, processor, "", prompts=[Prompt(d) for d in descriptions], sample_rate=44100, channels=audio.shape[1],
+        chunk_seconds=1.0, overlap_seconds=0.4, ode_opt={"method": "midpoint", "options": {"step_size": 0.5}},
+    )  # fmt: skip
+    blocks = sep.push(audio) + sep.finish()
+    targets = [np.concatenate([b.targets[p] for b in blocks]) for p in range(len(descriptions))]
+    return targets, sep.windows_done
+
+
+def test_several_prompts_encode_each_windows_mixture_once_and_equal_their_single_prompt_streams(
+    golden_model, golden_processor
+):
+    """Three prompts in one stream: the codec encodes each window's mixture once for all of them (as many rows as
+    one prompt's stream), and each target is within 1e-6 of its single-prompt stream (issue 17)."""
+    audio = (0.2 * np.random.default_rng(6).standard_normal((round(2.3 * 44100), 2))).astype(np.float32)
+    descriptions = ["a chirp", "a low hum", "noise"]
+    rows: list[int] = []
+    hook = golden_model.audio_codec.register_forward_pre_hook(lambda module, args: rows.append(args[0].shape[0]))
+    try:
+        singles = []
+        for d in descriptions:
+            rows.clear()
+            (target,), windows = _prompt_stream(golden_model, golden_processor, audio, [d])
+            singles.append(target)
+            encoded_one = sum(rows)
+        rows.clear()
+        targets, windows_three = _prompt_stream(golden_model, golden_processor, audio, descriptions)
+        encoded_three = sum(rows)
+    finally:
+        hook.remove()
+    assert windows == windows_three >= 3
+    assert encoded_one == windows * audio.shape[1]  # one row per channel and window
+    assert encoded_three == encoded_one  # not once per prompt
+    for got, single in zip(targets, singles):
+        np.testing.assert_allclose(got, single, atol=1e-6, rtol=0)

@@ -203,10 +203,24 @@ class SAMAudio(nn.Module):
         features, mask = self.text_encoder(descriptions)
         return features.to(self.dtype), mask
 
-    def _get_forward_args(self, batch, text_features=None, should_stop=None) -> dict[str, torch.Tensor]:
+    def encode_audio(self, audios: torch.Tensor, should_stop: Callable[[], bool] | None = None) -> torch.Tensor:
+        """Codec features of (B, 1, L) audio as the DiT reads them: (B, T, 2C), the latent twice. `should_stop` is
+        asked between the codec's layers (see `separate`)."""
+        z = self.audio_codec(audios.to(self.device, self.dtype), should_stop).transpose(1, 2)  # (B, T, C)
+        return torch.cat([z, z], dim=-1)  # (B, T, 2C)
+
+    def _get_forward_args(
+        self, batch, text_features=None, should_stop=None, audio_features=None
+    ) -> dict[str, torch.Tensor]:
         device, dtype = self.device, self.dtype
-        z = self.audio_codec(batch.audios.to(device, dtype), should_stop).transpose(1, 2)  # (B, T, C)
-        B, T, _ = z.shape
+        if audio_features is None:
+            audio_features = self.encode_audio(batch.audios, should_stop)  # (B, T, 2C)
+        elif audio_features.shape[0] != batch.audios.shape[0]:
+            raise InvalidRequestError(
+                f"audio_features hold {audio_features.shape[0]} rows for a batch of {batch.audios.shape[0]}: give "
+                "one (T, 2C) row per item, as encode_audio returns"
+            )
+        B, T, _ = audio_features.shape
         if text_features is None:
             text, text_mask = self.encode_text(list(batch.descriptions))
         else:
@@ -227,7 +241,7 @@ class SAMAudio(nn.Module):
         else:
             video = self.vision_encoder(batch.masked_video, length=T).transpose(1, 2).to(dtype)  # (B, Dv, T)
         return dict(
-            audio_features=torch.cat([z, z], dim=-1),  # (B, T, 2C): the latent twice
+            audio_features=audio_features.to(device, dtype),  # (B, T, 2C): the latent twice
             text_features=text.to(device, dtype),
             text_mask=text_mask.to(device),
             masked_video_features=video,
@@ -288,10 +302,8 @@ class SAMAudio(nn.Module):
         the latent z for the released sizes (C = 128, predictor width 128).
         """
         self._require_span_predictor()
-        device = self.device
         if audio_features is None:
-            z = self.audio_codec(batch.audios.to(device, self.dtype)).transpose(1, 2)  # (B, T, C)
-            audio_features = torch.cat([z, z], dim=-1)  # (B, T, 2C)
+            audio_features = self.encode_audio(batch.audios)  # (B, T, 2C)
         if audio_pad_mask is None:
             audio_pad_mask = batch.audio_pad_mask
         out, active = self.frame_activity(list(batch.descriptions), audio_features, audio_pad_mask, threshold)
@@ -320,6 +332,7 @@ class SAMAudio(nn.Module):
         stems: Collection[str] = STEMS,
         autocast: torch.dtype | None = None,
         on_step: Callable[[int], None] | None = None,
+        audio_features: torch.Tensor | None = None,
     ) -> SeparationResult:
         """Separate each item of a processor `Batch` into the described sound and the rest.
 
@@ -342,6 +355,8 @@ class SAMAudio(nn.Module):
         (max|diff| against float32; #20). Stems are returned in float32 either way.
         `on_step(evaluations)` is called after every vector-field evaluation with the count so far, so a caller
         can show progress inside one call (issue 17).
+        `audio_features` (B, T, 2C) reuses `encode_audio` output for the batch's audios, so that a mixture shared
+        by several items (one per description) is encoded once (issue 17).
         """
         K = int(reranking_candidates)
         if K < 1:
@@ -354,12 +369,12 @@ class SAMAudio(nn.Module):
         if autocast is None:
             return self._separate(
                 batch, noise, ode_opt, K, predict_spans, watermark_message, text_features, should_stop, span_anchors,
-                span_threshold, wanted, on_step,
+                span_threshold, wanted, on_step, audio_features,
             )
         with torch.autocast(self.device.type, dtype=autocast):
             result = self._separate(
                 batch, noise, ode_opt, K, predict_spans, watermark_message, text_features, should_stop, span_anchors,
-                span_threshold, wanted, on_step,
+                span_threshold, wanted, on_step, audio_features,
             )
         for stem in STEMS:
             if getattr(result, stem) is not None:
@@ -380,9 +395,10 @@ class SAMAudio(nn.Module):
         span_threshold: float,
         wanted: tuple[str, ...],
         on_step: Callable[[int], None] | None = None,
+        audio_features: torch.Tensor | None = None,
     ) -> SeparationResult:
         """`separate` past its argument checks."""
-        args = self._get_forward_args(batch, text_features, should_stop)
+        args = self._get_forward_args(batch, text_features, should_stop, audio_features)
         spans = None
         if predict_spans and getattr(batch, "anchors", None) is None:  # user anchors always win
             found = self.predict_spans(batch, args["audio_features"], args["audio_pad_mask"], span_threshold)

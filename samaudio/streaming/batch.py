@@ -78,8 +78,9 @@ def _separate_group(model: "SAMAudio", processor: "SAMAudioProcessor", jobs: lis
     out: list[WindowStems | None] = [None] * len(jobs)
     anchors: list[list[FrameAnchor]] | None = None
     first = jobs[0]
+    mixtures = _mixture_features(model, jobs)  # per job (ch, W, 2C): each window's audio encoded once
     if first.predict_spans or first.span_gate:
-        active = _window_activity(model, processor, jobs, first.span_threshold)  # B x (W,) bool, one per channel
+        active = _window_activity(model, jobs, mixtures, first.span_threshold)  # B x (W,) bool, one per channel
         rows = _job_rows(jobs)
         if first.span_gate:
             for i, (job, (a, b)) in enumerate(zip(jobs, rows)):
@@ -94,7 +95,8 @@ def _separate_group(model: "SAMAudio", processor: "SAMAudioProcessor", jobs: lis
         if anchors is not None:
             rows = _job_rows(jobs)
             anchors = [anchors[r] for i in run for r in range(*rows[i])]
-        for i, stems in zip(run, _solve(model, processor, [jobs[i] for i in run], anchors)):
+        solved = _solve(model, processor, [jobs[i] for i in run], [mixtures[i] for i in run], anchors)
+        for i, stems in zip(run, solved):
             out[i] = stems
     return out  # type: ignore[return-value]
 
@@ -108,14 +110,40 @@ def _job_rows(jobs: Sequence[WindowJob]) -> list[tuple[int, int]]:
     return rows
 
 
+def _mixture_features(model: "SAMAudio", jobs: Sequence[WindowJob]) -> list[torch.Tensor]:
+    """Each job's codec features (ch, W, 2C), as `SAMAudio.separate` makes them, in one codec call.
+
+    The prompts of one window share its audio tensor (`StreamingSeparator` gives them the same one): it is encoded
+    once for all of them, and the features are shared by their batch rows (issue 17: the mixture is encoded once,
+    not once per prompt).
+    """
+    first: dict[int, int] = {}  # id of an audio tensor -> its index among the distinct ones
+    distinct: list[torch.Tensor] = []
+    for job in jobs:
+        if id(job.audio) not in first:
+            first[id(job.audio)] = len(distinct)
+            distinct.append(job.audio)
+    with torch.inference_mode():
+        rows = [row for audio in distinct for row in audio]  # R x (W*H,): the distinct audios' channels
+        audios = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)[:, None]  # (R, 1, W*H)
+        features = model.encode_audio(audios, _all_stopped(jobs))  # (R, W, 2C); stops between codec layers
+    starts = [0]
+    for audio in distinct:
+        starts.append(starts[-1] + audio.shape[0])
+    out = []
+    for job in jobs:
+        d = first[id(job.audio)]
+        out.append(features[starts[d] : starts[d + 1]])  # (ch, W, 2C)
+    return out
+
+
 def _window_activity(
-    model: "SAMAudio", processor: "SAMAudioProcessor", jobs: Sequence[WindowJob], threshold: float
+    model: "SAMAudio", jobs: Sequence[WindowJob], mixtures: Sequence[torch.Tensor], threshold: float
 ) -> list[torch.Tensor]:
     """The span predictor's active latent frames of every channel of every job: B tensors (W,) bool."""
-    batch = window_batch(processor, jobs, anchors=[[] for job in jobs for _ in range(job.audio.shape[0])])
+    descriptions = [job.description for job in jobs for _ in range(job.audio.shape[0])]
     with torch.inference_mode():
-        z = model.audio_codec(batch.audios.to(model.device, model.dtype)).transpose(1, 2)  # (B, W, C)
-        _, active = model.frame_activity(list(batch.descriptions), torch.cat([z, z], dim=-1), None, threshold)
+        _, active = model.frame_activity(descriptions, torch.cat(list(mixtures)), None, threshold)
     return list(active.cpu())  # B x (W,)
 
 
@@ -137,6 +165,7 @@ def _solve(
     model: "SAMAudio",
     processor: "SAMAudioProcessor",
     jobs: list[WindowJob],
+    mixtures: list[torch.Tensor],
     anchors: list[list[FrameAnchor]] | None,
 ) -> list[WindowStems]:
     channels = [job.audio.shape[0] for job in jobs]
@@ -167,6 +196,7 @@ def _solve(
         should_stop=_all_stopped(jobs),
         on_step=_each_step(jobs),
         stems=("target", "residual") if jobs[0].decode_residual else ("target",),
+        audio_features=torch.cat(mixtures),  # (B, W, 2C): a window's prompts share its mixture's rows
     )
     out, r = [], 0
     for ch in channels:
