@@ -81,6 +81,9 @@ class Settings:
     quality_stream_seconds: float = 60.0  # one long mixture per class for the streaming figures
     quality_steps: int = 8  # midpoint steps of every separation in the quality figures
     daw_repeats: int = 2  # pairs of the 1 s selection, and cancels, through a loopback server (issue 17)
+    prompts_seconds: float = 12.0  # a three-prompt stream (two 10 s windows) against a one-prompt one
+    prompts_steps: int = 2  # midpoint steps: the mixture's encoding is what changes, not the solver
+    prompts_repeats: int = 3
 
     @classmethod
     def for_run(cls, quick: bool, device: str, threads: int | None) -> "Settings":
@@ -117,6 +120,8 @@ class Settings:
             stream_steps=16,
             stream_pairs=3 if cuda else 1,
             daw_repeats=5,
+            prompts_steps=16,
+            prompts_repeats=5,
         )
 
 
@@ -251,6 +256,12 @@ def run_daw(s: Settings) -> dict[str, Any]:
     return out
 
 
+def run_prompts(s: Settings) -> dict[str, Any]:
+    from bench.prompts import ROOT, measure_prompts
+
+    return measure_prompts([ROOT], s.prompts_seconds, s.prompts_steps, s.prompts_repeats, s.threads)
+
+
 MEASUREMENTS: dict[str, Callable[[Settings], dict[str, Any]]] = {
     "dit": run_dit,
     "memory": run_memory,
@@ -264,6 +275,7 @@ MEASUREMENTS: dict[str, Callable[[Settings], dict[str, Any]]] = {
     "reliability": run_reliability,  # hostile clients against a server process
     "stages": run_stages,  # separate() per stage before / after #20, target-only, residual-free, bf16; a stream
     "daw": run_daw,  # a 1 s selection with and without its stated length, cancel-to-freed (issue 17)
+    "prompts": run_prompts,  # a three-prompt stream against a one-prompt one, codec rows encoded (issue 17)
 }
 
 

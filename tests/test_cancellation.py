@@ -125,3 +125,20 @@ def test_a_call_shared_by_several_streams_stops_only_when_all_are_gone(golden_mo
     stopped["b"] = True
     with pytest.raises(StoppedError):
         separate_windows(golden_model, golden_processor, jobs)
+
+
+def test_cancelling_a_stream_is_the_one_entry_point_that_also_cancels_its_worker(golden_model, golden_processor):
+    """`StreamingSeparator.cancel()` drops the stream's queued windows through its worker's `cancel` (a stream's view
+    of a shared pool has one), so a caller has one thing to call."""
+
+    class CancellableWorker(LocalWorker):
+        cancels = 0
+
+        def cancel(self) -> None:
+            self.cancels += 1
+
+    worker = CancellableWorker(golden_model, golden_processor)
+    sep = StreamingSeparator(golden_model, golden_processor, "a chirp", sample_rate=48000, channels=1, worker=worker)
+    sep.push(np.zeros((100, 1), np.float32))
+    sep.cancel()
+    assert worker.cancels == 1 and sep.closed

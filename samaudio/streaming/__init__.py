@@ -96,7 +96,7 @@ from samaudio.streaming.jobs import StreamText, WindowJob, WindowStems, WindowWo
 from samaudio.streaming.noise import frame_noise, watermark_bits
 from samaudio.streaming.overlap_add import OverlapAdd
 from samaudio.streaming.plan import WindowPlan
-from samaudio.streaming.prompts import Prompt, null_sum_residual
+from samaudio.streaming.prompts import Prompt, check_sound, null_sum_residual
 from samaudio.streaming.separator import Progress, SeparatedBlock, StreamingSeparator
 
 __all__ = [
@@ -104,6 +104,7 @@ __all__ = [
     "SeparatedBlock",
     "Prompt",
     "null_sum_residual",
+    "check_sound",
     "WindowJob",
     "StreamText",
     "WindowStems",

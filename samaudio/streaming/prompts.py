@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from samaudio.errors import InvalidAnchorError
+from samaudio.errors import InvalidAnchorError, InvalidRequestError
 from samaudio.processor import Anchor, FrameAnchor, anchor_frame
 from samaudio.streaming.jobs import NoiseRows, StreamText, window_noise
 from samaudio.streaming.noise import watermark_bits
@@ -65,6 +65,26 @@ def null_sum_residual(mix: np.ndarray, targets: Sequence[np.ndarray]) -> tuple[l
     q = [np.rint(t.astype(np.float64) / NULL_SUM_GRID) * NULL_SUM_GRID for t in targets]  # exact in float64
     residual = mix.astype(np.float64) - np.sum(q, axis=0)  # exact for a mix on the grid
     return [t.astype(np.float32) for t in q], residual.astype(np.float32)
+
+
+def check_sound(description: Any, anchors: Sequence[Any], *, video: bool = False, where: str | None = None) -> None:
+    """What may be separated, the one rule for the library and the server: a sound named by a description,
+    marked by anchors, or (the one sound of a stream, `where` None) shown by a masked video. `where` names a
+    prompt of several ("prompts[1]"); a named error otherwise."""
+    field = "description" if where is None else f"{where}.description"
+    if not isinstance(description, str):
+        raise InvalidRequestError(f"{field} is a {type(description).__name__}: give a str")
+    if description.strip() or len(anchors) or video:
+        return
+    said = (
+        "the description is empty and there are no anchors"
+        if where is None
+        else f"{where} has an empty description and no anchors"
+    )
+    raise InvalidRequestError(
+        f"{said}: describe the sound to separate (e.g. 'vocals'), mark where it is with anchors"
+        + (", or give a masked video" if where is None else "")
+    )
 
 
 def check_anchors(anchors: Any) -> list[Anchor]:

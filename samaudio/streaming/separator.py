@@ -36,7 +36,7 @@ from samaudio.streaming.input_buffer import InputBuffer
 from samaudio.streaming.jobs import StreamText, WindowJob, WindowStems, WindowWorker, window_anchors, window_video
 from samaudio.streaming.overlap_add import OverlapAdd
 from samaudio.streaming.plan import WindowPlan
-from samaudio.streaming.prompts import Prompt, PromptState, check_anchors, null_sum_residual
+from samaudio.streaming.prompts import Prompt, PromptState, check_anchors, check_sound, null_sum_residual
 from samaudio.streaming.resample import MAX_RESAMPLE_TAPS, StreamResampler, resample_taps
 
 if TYPE_CHECKING:
@@ -229,14 +229,7 @@ class StreamingSeparator:
             for i, p in enumerate(prompts):
                 if not isinstance(p, Prompt):
                     raise InvalidRequestError(f"prompts[{i}] is a {type(p).__name__}: give Prompt(description, ...)")
-                if not isinstance(p.description, str):
-                    kind = type(p.description).__name__
-                    raise InvalidRequestError(f"prompts[{i}].description is a {kind}: give a str")
-                if not check_anchors(p.anchors) and not p.description.strip():
-                    raise InvalidRequestError(
-                        f"prompts[{i}] has an empty description and no anchors: describe the sound (e.g. 'vocals') "
-                        "or mark where it is with anchors"
-                    )
+                check_sound(p.description, check_anchors(p.anchors), where=f"prompts[{i}]")
                 if p.seed is not None and not _is_int(p.seed):
                     raise InvalidRequestError(f"prompts[{i}].seed is {p.seed!r}: give an integer, or None")
             description, anchors = prompts[0].description, prompts[0].anchors  # checked again below, harmlessly
@@ -256,8 +249,6 @@ class StreamingSeparator:
             )
         if not _is_int(channels) or channels <= 0:
             raise InvalidAudioError(f"channels is {channels!r}: give the input's channel count, a positive integer")
-        if not isinstance(description, str):
-            raise InvalidRequestError(f"description is a {type(description).__name__}: give a str")
         anchors = check_anchors(anchors)
         if video is not None:
             if not isinstance(video, VideoPrompt):
@@ -269,11 +260,7 @@ class StreamingSeparator:
                     "a masked video was given but the model was loaded without its vision encoder: load it with "
                     "SAMAudio.from_pretrained(..., vision=True)"
                 )
-        if not description.strip() and not anchors and video is None:
-            raise InvalidRequestError(
-                "the description is empty and there are no anchors: describe the sound to separate (e.g. 'a dog "
-                "barking'), mark where it is with anchors, or give a masked video"
-            )
+        check_sound(description, anchors, video=video is not None)
         hop, rate = model.hop_length, model.sample_rate
         fps = rate / hop  # latent frames per second (25)
         limit = model.config.transformer.max_positions
@@ -418,12 +405,17 @@ class StreamingSeparator:
                 self._after_call()
 
     def cancel(self) -> None:
-        """Stop between windows; a push or finish in progress raises `CancelledError`, later ones
-        `StreamClosedError`. Safe from any thread, idempotent."""
+        """Stop the stream: the one entry point for cancelling it. Its windows stop at the model's next solver
+        step (`WindowJob.should_stop`), its queued ones are dropped (the worker's `cancel`, if it has one); a push
+        or finish in progress raises `CancelledError`, later ones `StreamClosedError`. Safe from any thread,
+        idempotent."""
         self._cancelled.set()
         pending = self._pending
         if pending is not None:
             pending.cancel()  # a pool may drop a job not yet started
+        cancel_worker = getattr(self.worker, "cancel", None)
+        if cancel_worker is not None:  # a stream's view of a shared pool drops every window it still holds
+            cancel_worker()
         if self._busy.acquire(blocking=False):
             try:
                 if self._closed is None:

@@ -507,8 +507,7 @@ class SeparationServicer(pb_grpc.SeparationServiceServicer):
             config.overlap_seconds = 0.0
         finished = threading.Event()
 
-        def on_done() -> None:  # runs when the RPC ends for any reason: drop the stream's queued windows
-            worker.cancel()
+        def on_done() -> None:  # runs when the RPC ends for any reason: stop the stream and drop its windows
             if not finished.is_set():
                 separator.cancel()
 
@@ -642,11 +641,12 @@ class SeparationServicer(pb_grpc.SeparationServiceServicer):
                 "this server's model was loaded without its vision encoder and takes no masked_video: send the "
                 "stream without it, or use a server started with --vision (GetInfo: masked_video_supported)"
             )
-        if not config.prompts and not config.description.strip() and not config.anchors and not has_video:
-            raise InvalidRequestError(
-                "the description is empty and there are no anchors: describe the sound (e.g. 'snare drum'), "
-                "mark at least one span where it is present, or send a masked_video"
-            )
+        from samaudio.streaming import check_sound
+
+        if not config.prompts:
+            check_sound(config.description, config.anchors, video=has_video)  # the library's rule and words
+        for j, p in enumerate(config.prompts):
+            check_sound(p.description, p.anchors, where=f"prompts[{j}]")
         if config.HasField("solver_steps") and not 1 <= config.solver_steps <= lim.max_solver_steps:
             raise InvalidRequestError(
                 f"solver_steps={config.solver_steps} is outside 1..{lim.max_solver_steps}: leave it unset for the "
