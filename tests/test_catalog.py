@@ -50,3 +50,16 @@ def test_a_shipped_model_is_listed_first_as_trained_and_loads_by_its_name(tmp_pa
 def test_listing_the_models_imports_no_torch():
     code = "import sys; from samaudio.model import catalog; catalog.describe(); assert 'torch' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_a_shipped_model_takes_over_the_name_of_the_preset_it_was_trained_at(tmp_path, monkeypatch):
+    model, _ = catalog.build_untrained("demo-tiny", seed=5)
+    model.save_pretrained(tmp_path / "demo-tiny")
+    monkeypatch.setattr(catalog, "SHIPPED_DIR", tmp_path)
+
+    listed = [m for m in catalog.known_models() if m.name == "demo-tiny"]
+    loaded, _ = catalog.load("demo-tiny", device="cpu", seed=0)  # seed 0 would build other random weights
+
+    assert [m.trained for m in listed] == [True]
+    for (name, x), (_, y) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        torch.testing.assert_close(x, y, rtol=0, atol=0, msg=name)

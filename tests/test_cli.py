@@ -12,6 +12,7 @@ import logging
 import re
 import os
 import shutil
+import statistics
 import signal
 import socket
 import subprocess
@@ -467,9 +468,9 @@ def test_a_preset_name_serves_and_runs_local_with_the_same_untrained_model(thin_
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
-def test_demo_runs_in_a_temporary_folder_says_the_model_is_untrained_and_how_to_serve_it(tmp_path):
+def test_demo_separates_three_sounds_with_the_shipped_model_in_a_temporary_folder_and_scores_them(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "samaudio_client.cli", "demo", "--seconds", "2"],
+        [sys.executable, "-m", "samaudio_client.cli", "demo", "--seconds", "4", "--quiet"],
         capture_output=True,
         text=True,
         cwd=tmp_path,
@@ -479,16 +480,22 @@ def test_demo_runs_in_a_temporary_folder_says_the_model_is_untrained_and_how_to_
     )
 
     assert result.returncode == 0, result.stderr
-    assert "UNTRAINED" in result.stderr
+    assert "UNTRAINED" not in result.stderr + result.stdout
     assert list(tmp_path.iterdir()) == []  # nothing left in the folder it was run from
-    paths = {line.split()[0]: Path(line.split()[1]) for line in result.stdout.splitlines() if line.startswith("  ")}
-    folder = paths["target"].parent
+    # "  <name>  <path>[  SI-SDR ... (the mixture's ...: <gain> dB)]"
+    rows = [re.match(r"  (\S.*?)\s{2,}(\S+)(?:\s+SI-SDR .*: ([-+][\d.]+) dB\))?$", line) for line in result.stdout.splitlines()]
+    paths = {m[1]: Path(m[2]) for m in rows if m}
+    gains = [float(m[3]) for m in rows if m and m[3]]
+    folder = paths["input"].parent
     try:
-        assert folder.name.startswith("samaudio-demo-") and paths["residual"].parent == folder
-        for stem in ("target", "residual"):
-            info = sf.info(paths[stem])
-            assert (info.samplerate, info.channels, info.frames) == (44100, 2, 2 * 44100)
-        assert "samaudio-server --model demo-tiny" in result.stdout
+        assert folder.name.startswith("samaudio-demo-")
+        assert set(paths) == {"input", "a bass line", "a kick drum", "a beeping tone", "residual"}
+        for name, path in paths.items():
+            info = sf.info(path)
+            assert (info.samplerate, info.channels, info.frames) == (48000, 1, 4 * 48000), name
+        assert len(gains) == 3 and statistics.median(gains) > 0, result.stdout  # the stems are closer than the mix
+        assert "trained samaudio-demo model" in result.stdout
+        assert "samaudio-server --model samaudio-demo" in result.stdout
     finally:
         shutil.rmtree(folder)
 

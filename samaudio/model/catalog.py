@@ -43,9 +43,9 @@ def shipped_names() -> list[str]:
 
 
 def known_models() -> list[KnownModel]:
-    """Shipped (trained) models first, then the presets (untrained)."""
-    models = []
-    for name in shipped_names():
+    """Shipped (trained) models first, then the presets (untrained) that no shipped model's name shadows."""
+    models, shipped = [], shipped_names()
+    for name in shipped:
         folder = SHIPPED_DIR / name
         notes_file = folder / "README.md"
         notes = "trained, ships with samaudio"
@@ -53,6 +53,8 @@ def known_models() -> list[KnownModel]:
             notes = notes_file.read_text().strip().splitlines()[0]
         models.append(KnownModel(name, True, folder, notes))
     for name in preset_names():
+        if name in shipped:
+            continue  # the size a shipped model was trained at: the name means the trained weights
         preset = get_preset(name)
         where = f"real weights: {preset.hub_id} (gated)" if preset.hub_id else "not an official size: demos, tests"
         models.append(KnownModel(name, False, None, f"random weights at this size, no download; {where}"))

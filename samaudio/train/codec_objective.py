@@ -7,7 +7,7 @@ with the input (SI-SDR near -40 dB) while the spectra matched.
 
 The codec is trained as the deterministic autoencoder SAM-Audio uses (encode to the posterior mean, decode);
 `normalize_latents` then folds a per-channel affine map into the bottleneck so that the latents the DiT works in
-have zero mean and unit variance, which the flow's N(0, 1) starting point assumes.
+have zero mean and unit variance overall, which the flow's N(0, 1) starting point assumes.
 
 Legend: B clips, L samples, C latent channels, T latent frames.
 """
@@ -51,13 +51,16 @@ def autoencode(codec: DACVAE, wav: Tensor) -> Tensor:
 
 @torch.no_grad()
 def normalize_latents(codec: DACVAE, latents: Tensor) -> tuple[Tensor, Tensor]:
-    """Fold z' = (z - mean) / std (per channel, from `latents` (N, C, T)) into the bottleneck's projections.
+    """Fold z' = (z - mean) / std (mean per channel, the std of all of them, from `latents` (N, C, T)) into the bottleneck's
+    projections.
 
     The codec decodes z' exactly as it decoded z. Returns the (mean, std) that were folded, each (C,).
     """
     C = codec.codebook_dim
     mean = latents.mean(dim=(0, 2))  # (C,)
-    std = latents.std(dim=(0, 2)).clamp_min(1e-5)  # (C,)
+    # one scale for all channels: per channel, almost empty channels (std 0.004 against 0.33) were blown up
+    # until they dominated the flow loss
+    std = latents.std().clamp_min(1e-5).expand(C).clone()  # (C,)
     q = codec.quantizer
     # in_proj: its first C output rows give the mean; scale and shift them
     w_in = _weight(q.in_proj)  # (2C, Z, 1)

@@ -1,10 +1,12 @@
-"""`samaudio demo`: the whole path on a fresh machine, no model download.
+"""`samaudio demo`: the whole path on a fresh machine, no model download, and how well it separated.
 
-A server starts in this process on a free loopback port with a small UNTRAINED model (the `demo-tiny` preset,
-random weights), a generated example (two tones and noise) is written to a file, and the `samaudio separate`
-command line separates it through the client, writing the stems. The stems prove the path works: file ->
-client -> gRPC -> server -> streaming engine -> model -> stems on disk. They are not a separation; an untrained
-model returns shaped noise. Needs the `[server]` extra (torch); imported only by `samaudio demo`.
+A server starts in this process on a free loopback port with the trained `samaudio-demo` model that ships with
+samaudio (small, trained by `samaudio.train` on synthetic sound classes: a bass line, a kick drum, tones, noise
+bursts). A mixture of three of those classes is generated and written to a file, and the `samaudio separate`
+command line separates all three from it in one stream through the client, writing one stem per description and
+the residual. The demo then scores each stem against the source it should recover (SI-SDR, and its improvement
+over the mixture). Without the shipped weights it falls back to the untrained `demo-tiny` model and says so.
+Needs the `[server]` extra (torch); imported only by `samaudio demo`.
 """
 
 from __future__ import annotations
@@ -15,90 +17,68 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import soundfile as sf
 
 log = logging.getLogger(__name__)
 
-PRESET = "demo-tiny"
-EXAMPLE_RATE = 44100
-DESCRIPTION = "a beeping tone"
-# Short windows: a few of them cover the example, so the demo streams and crossfades as a real run does, and
-# no window is padded far past the example's end.
-CHUNK_SECONDS = 2.0
-OVERLAP_SECONDS = 0.5
+DESCRIPTIONS = ("a bass line", "a kick drum", "a beeping tone")
 UNTRAINED = (
-    f"samaudio demo: the model is UNTRAINED (preset {PRESET!r}, random weights): the stems show that the whole "
-    "path works, not what a trained model separates."
+    "samaudio demo: the trained demo model is not installed; using the UNTRAINED demo-tiny model (random weights): "
+    "the stems show that the whole path works, not a separation."
 )
 
 
-def make_example(seconds: float, sample_rate: int = EXAMPLE_RATE, seed: int = 0) -> np.ndarray:
-    """A stereo example: a steady 220 Hz hum left of centre, a 1 kHz tone beeping 4 times a second right of
-    centre, and soft noise in both channels. Returns (frames, 2) float32 within [-1, 1]."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(round(seconds * sample_rate)) / sample_rate  # (frames,)
-    hum = 0.3 * np.sin(2 * np.pi * 220 * t)
-    beep = 0.3 * np.sin(2 * np.pi * 1000 * t) * ((t * 4) % 1 < 0.5)
-    noise = 0.03 * rng.standard_normal((len(t), 2))
-    left, right = 0.7 * hum + 0.3 * beep, 0.3 * hum + 0.7 * beep
-    return (np.stack([left, right], axis=1) + noise).astype(np.float32)  # (frames, 2)
-
-
-def build_model():
-    """The demo-tiny model with random weights, reproducibly (seed 0), and its processor."""
-    import torch
-
-    from samaudio.model import catalog
-
-    # A model this small gains nothing from intra-op threads, and loses much when the cores are busy elsewhere
-    # (threads wait for each other at every op).
-    torch.set_num_threads(1)
-    return catalog.build_untrained(PRESET, seed=0)
-
-
 def run_demo(
-    command_line: Callable[[list[str]], int], out_dir: Path | None = None, seconds: float = 4.0, quiet: bool = False
-) -> tuple[Path, Path]:
+    command_line: Callable[[list[str]], int], out_dir: Path | None = None, seconds: float = 8.0, quiet: bool = False
+) -> dict[str, Path]:
     """Run the demo through `command_line` (the `samaudio` command's main, passed in so that the demo does not
-    import the command that imports it); returns the paths of the target and residual stems written under
-    `out_dir` (default: a new temporary folder, so a run from a checkout leaves nothing in it)."""
-    from samaudio.defaults import StreamDefaults
-    from samaudio_server.server import create_server
+    import the command that imports it); returns the paths it wrote by name (`input`, each description,
+    `residual`) under `out_dir` (default: a new temporary folder, so a run from a checkout leaves nothing in it)."""
+    from samaudio.train.data import SAMPLE_RATE, demo_mixture
+    from samaudio.train.evaluate import si_sdr
+    from samaudio_server.demo import start_demo_server
 
     from samaudio_client.errors import ClientError
+    from samaudio_client.files import stem_paths
 
-    print(UNTRAINED, file=sys.stderr)
     if out_dir is None:
         out_dir = Path(tempfile.mkdtemp(prefix="samaudio-demo-"))
     out_dir.mkdir(parents=True, exist_ok=True)
     example = out_dir / "demo-example.wav"
-    sf.write(str(example), make_example(seconds), EXAMPLE_RATE, subtype="FLOAT")
+    mixture, sources = demo_mixture(seconds, DESCRIPTIONS)  # (L,), {description: (L,)}
+    sf.write(str(example), mixture, SAMPLE_RATE, subtype="FLOAT")
 
-    model, processor = build_model()
-    server, port = create_server(
-        "127.0.0.1:0",
-        model=model,
-        processor=processor,
-        model_name=f"{PRESET}-untrained",
-        defaults=StreamDefaults(chunk_seconds=CHUNK_SECONDS, overlap_seconds=OVERLAP_SECONDS),
-    )
-    server.start()
-    log.info("demo server on 127.0.0.1:%d", port)
+    demo = start_demo_server()
+    if not demo.trained:
+        print(UNTRAINED, file=sys.stderr)
     try:
-        argv = ["separate", str(example), "--text", DESCRIPTION, "--server", f"127.0.0.1:{port}"]
+        argv = ["separate", str(example), *(a for d in DESCRIPTIONS for a in ("--text", d)), "--server", demo.address]
         code = command_line([*argv, "--out-dir", str(out_dir), *(["--quiet"] if quiet else [])])
     finally:
-        server.stop(0)
+        demo.stop()
     if code != 0:
         raise ClientError(f"the demo's separation failed (exit {code}); see the message above")
-    target, residual = out_dir / "demo-example.target.wav", out_dir / "demo-example.residual.wav"
+
+    *stems, residual = stem_paths(example, out_dir, "wav", DESCRIPTIONS)
+    paths = {"input": example, **dict(zip(DESCRIPTIONS, stems)), "residual": residual}
+    width = max(len(name) for name in paths)
+    lines = [f"  {'input':<{width}}  {example}"]
+    for description, path in zip(DESCRIPTIONS, stems):
+        stem, _ = sf.read(str(path), dtype="float32")
+        source = sources[description]
+        got, mix = si_sdr(stem, source), si_sdr(mixture, source)
+        lines.append(
+            f"  {description:<{width}}  {path}  SI-SDR {got:5.1f} dB (the mixture's {mix:5.1f} dB: {got - mix:+.1f} dB)"
+        )
+    lines.append(f"  {'residual':<{width}}  {residual}")
+    kind = "trained" if demo.trained else "UNTRAINED"
     print(
-        f"samaudio demo: separated {example} ({seconds:g} s, stereo, {EXAMPLE_RATE} Hz) for {DESCRIPTION!r} with "
-        f"the UNTRAINED {PRESET} model through a server on 127.0.0.1:{port}:\n"
-        f"  input     {example}\n  target    {target}\n  residual  {residual}\n"
-        f"Next: serve this model (samaudio-server --model {PRESET}), or a trained one (samaudio models lists the "
-        "names; --model facebook/sam-audio-small with access to the gated weights), and separate your own audio: "
+        f"samaudio demo: separated {len(DESCRIPTIONS)} sounds from a {seconds:g} s mixture ({SAMPLE_RATE} Hz, mono) "
+        f"in one stream with the {kind} {demo.model_name} model through a server on {demo.address}:\n"
+        + "\n".join(lines)
+        + f"\nSI-SDR: how close each stem is to the sound that was mixed in (higher is better).\n"
+        f"Next: serve a model (samaudio-server --model {demo.model_name}; samaudio models lists the names; "
+        "--model facebook/sam-audio-small with access to the gated weights), and separate your own audio: "
         'samaudio separate YOUR_FILE --text "..." --server 127.0.0.1:50051'
     )
-    return target, residual
+    return paths
