@@ -280,7 +280,7 @@ class Trainer:
             self.step += 1
             self.elapsed += time.monotonic() - start
             if self.step % self.train.log_every == 0:
-                self._log(loss=round(float(loss), 5))
+                self._log(loss=round(float(loss.detach()), 5))
             if time.monotonic() - last_save > self.train.checkpoint_every_s:
                 self.save()
                 last_save = time.monotonic()
