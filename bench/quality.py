@@ -163,15 +163,15 @@ def measure_gate_effect(
     times = side_by_side({"off": lambda: run(False), "on": lambda: run(True)}, repeats=repeats, device=device)
     (sep_off, target_off), (sep_on, target_on) = out[False], out[True]
 
-    def dbfs(x: np.ndarray) -> float:
+    def dbfs(x: np.ndarray) -> float | None:
         rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if x.size else 0.0
-        return 20 * math.log10(rms) if rms > 0 else float("-inf")
+        return 20 * math.log10(rms) if rms > 0 else None  # exact silence: null in the JSON (-inf is not JSON)
 
     return {
         "gate_windows": sep_on.windows_done,
         "gate_windows_closed": sep_on.windows_gated,
         "gate_target_rms_dbfs_without_gate": dbfs(target_off),
-        "gate_target_rms_dbfs_with_gate": dbfs(target_on),  # -inf: exact silence
+        "gate_target_rms_dbfs_with_gate": dbfs(target_on),  # None: exact silence
         "gate_mix_rms_dbfs": dbfs(audio),
         "gate_wall_without_gate_seconds": statistics.median(times["off"]),
         "gate_wall_with_gate_seconds": statistics.median(times["on"]),
