@@ -34,7 +34,7 @@ def _stream(model: Any, processor: Any, worker: Any, audio: Any, chunk: float, o
     )
     sep.push(audio)
     sep.finish()
-    return sep.windows_done
+    return sep.counters.windows_done
 
 
 def measure_cluster(

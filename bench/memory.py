@@ -87,13 +87,13 @@ def stream_once(
         frames_back += sum(b.frames for b in sep.push(block))
     frames_back += sum(b.frames for b in sep.finish())
     wall = time.perf_counter() - start
-    if frames_back != sep.frames_in:
-        raise RuntimeError(f"the engine returned {frames_back} frames for {sep.frames_in}")
+    if frames_back != sep.counters.frames_in:
+        raise RuntimeError(f"the engine returned {frames_back} frames for {sep.counters.frames_in}")
     result = {
         "seconds": seconds,
         "peak_rss_bytes": peak_rss_bytes(),
         "rss_ready_bytes": rss_ready,  # after the model is built, before the first block
-        "windows": sep.windows_done,
+        "windows": sep.counters.windows_done,
         "wall_seconds": wall,
     }
     if device.startswith("cuda"):

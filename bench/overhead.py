@@ -138,7 +138,7 @@ def _latency(model: Any, processor: Any, port: int, options: dict, repeats: int)
         start = time.perf_counter()
         blocks = sep.push(audio)
         elapsed = time.perf_counter() - start
-        assert blocks and sep.windows_done == 1, (len(blocks), sep.windows_done)
+        assert blocks and sep.counters.windows_done == 1, (len(blocks), sep.counters.windows_done)
         return elapsed
 
     one_window_compute()  # warm-up

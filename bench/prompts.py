@@ -66,7 +66,7 @@ class _Child:
         )  # fmt: skip
         sep.push(self.audio)
         sep.finish()
-        return time.perf_counter() - start, sum(self.rows), sep.windows_done
+        return time.perf_counter() - start, sum(self.rows), sep.counters.windows_done
 
 
 def _child_main(args: argparse.Namespace) -> int:

@@ -168,8 +168,8 @@ def measure_gate_effect(
         return 20 * math.log10(rms) if rms > 0 else None  # exact silence: null in the JSON (-inf is not JSON)
 
     return {
-        "gate_windows": sep_on.windows_done,
-        "gate_windows_closed": sep_on.windows_gated,
+        "gate_windows": sep_on.counters.windows_done,
+        "gate_windows_closed": sep_on.counters.windows_gated,
         "gate_target_rms_dbfs_without_gate": dbfs(target_off),
         "gate_target_rms_dbfs_with_gate": dbfs(target_on),  # None: exact silence
         "gate_mix_rms_dbfs": dbfs(audio),

@@ -41,7 +41,7 @@ def _stream(model: Any, processor: Any, mixture: np.ndarray, description: str, w
     )
     blocks = sep.push(mixture[:, None]) + sep.finish()
     target = np.concatenate([b.target[:, 0] for b in blocks])
-    plan = sep.plan
+    plan = sep.settings.plan
     seams = [plan.start(k) + plan.overlap * plan.hop // 2 for k in range(1, plan.count(len(mixture)))]
     return target, seams
 

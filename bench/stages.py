@@ -267,7 +267,8 @@ def stream_once(
         "residual": np.concatenate([b.residual for b in blocks]),
     }
     frames = sum(b.frames for b in blocks)
-    return {"seconds": out, "peak": _peak(device), "windows": sep.windows_done, "frames": frames, "stems": stems}
+    windows = sep.counters.windows_done
+    return {"seconds": out, "peak": _peak(device), "windows": windows, "frames": frames, "stems": stems}
 
 
 def measure_stream_stages(

@@ -142,7 +142,7 @@ def _prompt_stream(model, processor, audio, descriptions):
     )  # fmt: skip
     blocks = sep.push(audio) + sep.finish()
     targets = [np.concatenate([b.targets[p] for b in blocks]) for p in range(len(descriptions))]
-    return targets, sep.windows_done
+    return targets, sep.counters.windows_done
 
 
 def test_several_prompts_encode_each_windows_mixture_once_and_equal_their_single_prompt_streams(

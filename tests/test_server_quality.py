@@ -62,7 +62,7 @@ def test_candidates_through_the_server_equal_the_streaming_engine(quality_stub, 
     target, residual = reference(quality_model, golden_processor, cfg, sends)
     np.testing.assert_allclose(result.target, target, atol=1e-6)
     np.testing.assert_allclose(result.residual, residual, atol=1e-6)
-    engine, summary = reference.last, result.summary
+    engine, summary = reference.last.counters, result.summary
     assert summary.candidates_evaluated == engine.candidates_evaluated == 2 * 2 * summary.windows
     np.testing.assert_allclose(summary.chosen_scores, engine.chosen_scores, rtol=1e-6)
     assert len(summary.chosen_scores) == 2 * summary.windows

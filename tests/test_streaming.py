@@ -99,10 +99,10 @@ def test_blocks_are_contiguous_and_as_long_as_the_input(golden_model, golden_pro
         assert b.target.dtype == b.residual.dtype == np.float32
         assert b.target.shape == b.residual.shape == (b.frames, channels)
         start += b.frames
-    assert start == n == sep.frames_in == sep.frames_out
-    assert sep.windows_done == sep.plan.count(-(-n * 48000 // rate))
+    assert start == n == sep.counters.frames_in == sep.counters.frames_out
+    assert sep.counters.windows_done == sep.settings.plan.count(-(-n * 48000 // rate))
     if kind != "many windows":
-        assert sep.windows_done == 1
+        assert sep.counters.windows_done == 1
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -200,7 +200,7 @@ def test_stitching_reproduces_the_input(golden_model, golden_processor, rate):
     x = music(n, 2, rate, seed=rate)
     sep = separator(golden_model, golden_processor, rate=rate, channels=2, worker=EchoWorker())
     target, residual = joined(run(sep, x, random_sizes(np.random.default_rng(rate), n - 1, rate // 7)))
-    assert sep.windows_done > 5
+    assert sep.counters.windows_done > 5
 
     wav = torch.from_numpy(x.T.copy())
     expected = torchaudio.functional.resample(torchaudio.functional.resample(wav, rate, 48000), 48000, rate)
@@ -227,7 +227,7 @@ def test_windows_overlapping_by_more_than_half_stitch_back_to_the_input(golden_m
         overlap_seconds=0.16, max_batch=max_batch, worker=EchoWorker(),
     )
     target, residual = joined(run(sep, x, random_sizes(np.random.default_rng(max_batch), len(x) - 1, 5000)))
-    assert sep.windows_done > 10
+    assert sep.counters.windows_done > 10
     assert np.abs(target - x).max() <= TOL and not residual.any()
 
 
@@ -359,7 +359,7 @@ def test_memory_held_per_stream_is_bounded_by_a_few_windows(golden_model, golden
         sep.push(x[i : i + 4410])
         held.append(sep.held_samples)
     sep.finish()
-    assert max(held) <= 4 * sep.plan.samples  # 0.8 s of 48 kHz audio held for an 8 s stream
+    assert max(held) <= 4 * sep.settings.plan.samples  # 0.8 s of 48 kHz audio held for an 8 s stream
     assert max(held[len(held) // 2 :]) <= max(held[: len(held) // 10])  # not growing with the stream
 
 
@@ -403,4 +403,4 @@ def test_an_empty_stream_gives_no_blocks(golden_model, golden_processor):
     sep = separator(golden_model, golden_processor, channels=2, worker=echo)
     assert sep.push(np.zeros((0, 2), np.float32)) == []
     assert sep.finish() == []
-    assert sep.frames_out == 0 and echo.calls == []
+    assert sep.counters.frames_out == 0 and echo.calls == []

@@ -138,7 +138,7 @@ def test_a_block_of_the_wrong_shape_or_type_is_rejected_and_the_stream_stays_usa
     calls = len(worker.calls)
     with pytest.raises(InvalidAudioError, match=message):
         sep.push(bad)
-    assert sep.frames_in == 20000 and len(worker.calls) == calls  # nothing of it was taken in or run
+    assert sep.counters.frames_in == 20000 and len(worker.calls) == calls  # nothing of it was taken in or run
     blocks += sep.push(x[20000:]) + sep.finish()
     np.testing.assert_array_equal(targets(blocks), expected)
 
@@ -155,7 +155,7 @@ def test_a_block_with_non_finite_samples_is_rejected_whole(golden_model, golden_
     bad[4000, 0] = np.inf
     with pytest.raises(InvalidAudioError, match=r"2 sample\(s\) that are NaN, infinite or beyond.*at frame 10123 "):
         sep.push(bad)
-    assert sep.frames_in == 10000
+    assert sep.counters.frames_in == 10000
     blocks += sep.push(x[10000:]) + sep.finish()
     np.testing.assert_array_equal(targets(blocks), expected)
 

@@ -61,7 +61,7 @@ def test_several_prompts_equal_their_single_prompt_streams(golden_model, golden_
         np.testing.assert_allclose(targets[p], alone[0], atol=TOL, rtol=0)
     # several prompts: the residual is the mix minus the targets
     np.testing.assert_allclose(residual, x - np.sum(targets, axis=0), atol=TOL, rtol=0)
-    assert sep.nfe == sep.windows_done * 4  # the prompts of a window share its model calls
+    assert sep.counters.nfe == sep.counters.windows_done * 4  # the prompts of a window share its model calls
 
 
 def test_one_prompt_equals_the_description_config(golden_model, golden_processor):
@@ -119,8 +119,9 @@ def test_a_short_stream_of_known_length_is_one_window_of_its_own_length(golden_m
     again, _, _ = stream(golden_model, golden_processor, x, rate, sizes=[1, 999, 3], total_frames=n,
                          chunk_seconds=10.0, overlap_seconds=2.0)
 
-    assert sep.windows_done == 1
-    assert sep.plan.frames == -(-(-(-n * 48000 // rate)) // 1920) < 250  # its own length in 40 ms frames, not 10 s
+    assert sep.counters.windows_done == 1
+    plan = sep.settings.plan
+    assert plan.frames == -(-(-(-n * 48000 // rate)) // 1920) < 250  # its own length in 40 ms frames, not 10 s
     assert one[0].shape == (n, 1)
     np.testing.assert_allclose(one[0], again[0], atol=TOL, rtol=0)  # independent of how the audio was pushed
 
@@ -129,7 +130,7 @@ def test_a_long_stream_of_known_length_keeps_the_usual_windows(golden_model, gol
     x = music(30000, 1, 48000, seed=7)
     known, _, a = stream(golden_model, golden_processor, x, 48000, total_frames=len(x))
     unknown, _, b = stream(golden_model, golden_processor, x, 48000)
-    assert a.plan == b.plan
+    assert a.settings.plan == b.settings.plan
     np.testing.assert_allclose(known[0], unknown[0], atol=TOL, rtol=0)
 
 
@@ -139,18 +140,18 @@ def test_audio_beyond_the_stated_total_is_refused_before_it_changes_anything(gol
     sep.push(np.zeros((600, 1), np.float32))
     with pytest.raises(InvalidAudioError, match="past its stated total of 1000"):
         sep.push(np.zeros((401, 1), np.float32))
-    assert sep.frames_in == 600 and not sep.closed
+    assert sep.counters.frames_in == 600 and not sep.closed
 
 
 def test_progress_moves_at_every_solver_step_inside_one_window(golden_model, golden_processor):
     seen = []
     _, _, sep = stream(golden_model, golden_processor, music(4000, 1, 48000), 48000, prompts=PROMPTS[:2],
                        total_frames=4000, on_step=lambda done, planned: seen.append((done, planned)))
-    assert sep.windows_done == 1
+    assert sep.counters.windows_done == 1
     # 4 evaluations (2 midpoint steps) of one window for 2 prompts: 8 units, each evaluation reported
     assert [d for d, _ in seen] == list(range(1, 9))  # each job's evaluation counts once
     assert {p for _, p in seen} == {8}
-    assert sep.evaluations_done == sep.evaluations_planned == 8
+    assert sep.counters.evaluations_done == sep.evaluations_planned == 8
 
 
 def test_prompts_with_a_description_or_empty_prompts_are_refused(golden_model, golden_processor):

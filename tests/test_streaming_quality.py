@@ -54,8 +54,9 @@ def test_two_candidates_give_the_same_stems_for_any_push_sizes(quality_model, go
     _, t2, r2 = stream(quality_model, golden_processor, x, sizes=[1234, 17, 9000], candidates=2, span_gate=False)
     np.testing.assert_allclose(t1, t2, atol=1e-6)
     np.testing.assert_allclose(r1, r2, atol=1e-6)
-    assert one.candidates_evaluated == 2 * 2 * one.windows_done  # K x channels per window
-    assert len(one.chosen_scores) == 2 * one.windows_done and all(np.isfinite(one.chosen_scores))
+    assert one.counters.candidates_evaluated == 2 * 2 * one.counters.windows_done  # K x channels per window
+    scores = one.counters.chosen_scores
+    assert len(scores) == 2 * one.counters.windows_done and all(np.isfinite(scores))
 
 
 def test_the_ranker_keeps_the_best_scored_of_the_candidates(quality_model, golden_processor):
@@ -90,13 +91,14 @@ def test_span_prediction_and_the_gate_need_the_span_predictor(golden_model, gold
 
 def test_the_gate_is_on_by_default_with_a_span_predictor(quality_model, golden_processor):
     sep, target, residual = stream(quality_model, golden_processor, mix(9600, 1), span_threshold=1.0)
-    assert sep.span_gate and sep.windows_gated == sep.windows_done
+    assert sep.settings.span_gate and sep.counters.windows_gated == sep.counters.windows_done
 
 
 def test_a_gated_window_is_silence_and_its_residual_is_the_mix(quality_model, golden_processor):
     x = mix(int(0.9 * RATE) + 5, 2, seed=1)
     sep, target, residual = stream(quality_model, golden_processor, x, span_gate=True, span_threshold=1.0)
-    assert sep.windows_gated == sep.windows_done > 1 and sep.nfe == 0 and sep.candidates_evaluated == 0
+    n = sep.counters
+    assert n.windows_gated == n.windows_done > 1 and n.nfe == 0 and n.candidates_evaluated == 0
     assert not target.any()
     np.testing.assert_allclose(residual, x, atol=1e-6)
 
@@ -105,7 +107,7 @@ def test_an_open_gate_changes_nothing(quality_model, golden_processor):
     x = mix(int(0.7 * RATE), 1, seed=3)
     gated, t1, r1 = stream(quality_model, golden_processor, x, span_gate=True, span_threshold=-1.0)
     _, t2, r2 = stream(quality_model, golden_processor, x, span_gate=False)
-    assert gated.windows_gated == 0
+    assert gated.counters.windows_gated == 0
     np.testing.assert_array_equal(t1, t2)
     np.testing.assert_array_equal(r1, r2)
 
@@ -116,7 +118,7 @@ def test_the_gate_decides_per_window(quality_model, golden_processor):
     x[int(0.45 * RATE) :] *= 0.0  # the later windows hear silence
     plan = StreamingSeparator.validate(
         quality_model, "a tone", sample_rate=RATE, channels=1, chunk_seconds=CHUNK, overlap_seconds=OVERLAP
-    )
+    ).plan
     peaks = []
     for k in range(plan.count(len(x))):
         w = torch.from_numpy(x[plan.start(k) : plan.start(k) + plan.samples, 0]).reshape(1, 1, -1)
@@ -140,7 +142,7 @@ def test_the_gate_decides_per_window(quality_model, golden_processor):
     worker = Recording(quality_model, golden_processor)
     sep, target, _ = stream(quality_model, golden_processor, x, span_threshold=threshold, worker=worker)
     assert [g for _, g in sorted(recorded)] == closed
-    assert sep.windows_gated == sum(closed)
+    assert sep.counters.windows_gated == sum(closed)
 
 
 def test_predicted_spans_condition_each_window(quality_model, golden_processor):

@@ -38,6 +38,7 @@ from samaudio.streaming.overlap_add import OverlapAdd
 from samaudio.streaming.plan import WindowPlan
 from samaudio.streaming.prompts import Prompt, PromptState, check_anchors, check_sound, null_sum_residual
 from samaudio.streaming.resample import MAX_RESAMPLE_TAPS, StreamResampler, resample_taps
+from samaudio.streaming.settings import StreamCounters, StreamSettings
 
 if TYPE_CHECKING:
     from samaudio.model.model import SAMAudio
@@ -72,11 +73,21 @@ def _is_int(x: Any) -> bool:
     return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
 
 
+def _planned_for(plan: WindowPlan, total_frames: int, sample_rate: int) -> WindowPlan:
+    """The plan for a stream of `total_frames` input frames at `sample_rate`: one window of its own length (whole
+    latent frames) when it is shorter than a window, so a short selection costs its length (issue 17); else `plan`."""
+    samples = -(-total_frames * plan.sample_rate // sample_rate)  # at 48 kHz, as the resampler makes them
+    if samples >= plan.samples:
+        return plan
+    frames = max(1, -(-samples // plan.hop))
+    return WindowPlan(frames=frames, overlap=0, hop=plan.hop, sample_rate=plan.sample_rate)
+
+
 class StreamingSeparator:
     """One stream: push blocks of frames, get back the stems that are final; `finish()` flushes the rest.
 
-    Counters for summaries: `frames_in`, `frames_out` (input rate), `windows_done`, `nfe` (vector-field
-    evaluations summed over windows). Not thread-safe except `cancel()`, which may come from any thread.
+    The request, checked, is `settings` (`StreamSettings`); the counts for summaries are `counters`
+    (`StreamCounters`). Not thread-safe except `cancel()`, which may come from any thread.
     """
 
     def __init__(
@@ -106,7 +117,7 @@ class StreamingSeparator:
         on_step: Callable[[int, int], None] | None = None,
         residual: bool = True,
     ):
-        self.plan = self.validate(
+        self.settings: StreamSettings = self.validate(
             model,
             description,
             anchors,
@@ -123,64 +134,43 @@ class StreamingSeparator:
             span_gate=span_gate,
             span_threshold=span_threshold,
             prompts=prompts,
+            null_sum=null_sum,
             total_frames=total_frames,
+            residual=residual,
         )
+        self.counters = StreamCounters()
         self.model = model
-        prompts = [Prompt(description, tuple(anchors))] if prompts is None else list(prompts)
-        self.description = prompts[0].description
-        self.anchors = check_anchors(prompts[0].anchors)
-        self.sample_rate = int(sample_rate)
-        self.channels = int(channels)
-        self.seed = int(seed)
-        self.ode_opt = ode_opt
-        self.max_batch = int(max_batch)
         self.on_progress = on_progress
         self.on_step = on_step
-        self.video = video  # freed when the stream closes
-        self.candidates = int(candidates)
-        self.predict_spans = bool(predict_spans)
-        self.span_gate = self.gate_default(model) if span_gate is None else bool(span_gate)
-        self.span_threshold = float(span_threshold)
         self.worker: WindowWorker = worker if worker is not None else LocalWorker(model, processor)
-        self.null_sum = bool(null_sum)
-        self.total_frames = None if total_frames is None else int(total_frames)
-        if self.total_frames is not None:
-            self.plan = self._planned_for(self.plan, self.total_frames)
+        self.video = video  # freed when the stream closes
 
-        plan = self.plan
+        st = self.settings
+        plan = st.plan
         self._width = 2 * model.config.audio_codec.codebook_dim  # 2C noise channels per frame
-        self._prompts = [PromptState(p, self.seed, plan) for p in prompts]
+        self._prompts = [PromptState(p, st.seed, plan) for p in st.prompts]
         # The model's residual of one prompt is everything but that sound; with several prompts (or null-sum) the
         # residual is the mix minus the targets, made at the input rate from the frames pushed (_blocks).
         # A caller that takes no residual (`residual=False`) gets the mix minus the target, made the same way, and
         # the model decodes the target alone.
-        self._model_residual = len(self._prompts) == 1 and not self.null_sum and bool(residual)
-        P, ch = len(self._prompts), self.channels
-        self._rows = P * ch + (ch if self._model_residual else 0)  # targets by prompt, then the model's residual
+        P, ch = len(self._prompts), st.channels
+        self._rows = P * ch + (ch if st.model_residual else 0)  # targets by prompt, then the model's residual
         self._x: list[torch.Tensor] = []  # (ch, m) input frames not yet emitted, kept when the residual needs them
         # evaluations per window, for progress inside windows (None until the solver says: learned from window 0)
         from samaudio.model.model import ode_evaluations
 
-        self._evals_per_window = ode_evaluations(ode_opt)
-        self.evaluations_done = 0  # vector-field evaluations made for this stream, counted per prompt
-        self._evals_base = 0  # evaluations_done before the running submission
+        self._evals_per_window = ode_evaluations(st.ode_opt)
+        self._evals_base = 0  # counters.evaluations_done before the running submission
         self._step_counts: list[int] = []  # evaluations of each job of the running submission
 
-        self._up = StreamResampler(self.sample_rate, plan.sample_rate, self.channels)
-        self._down = StreamResampler(plan.sample_rate, self.sample_rate, self._rows)
-        self._input = InputBuffer(self.channels)  # (ch, L) the input at 48 kHz that windows still need
+        self._up = StreamResampler(st.sample_rate, plan.sample_rate, ch)
+        self._down = StreamResampler(plan.sample_rate, st.sample_rate, self._rows)
+        self._input = InputBuffer(ch)  # (ch, L) the input at 48 kHz that windows still need
         self._next = 0  # next window to run
         # target rows then residual rows, room for one model call's windows: (max_batch - 1) strides + a window
-        self._ola = OverlapAdd(self._rows, (self.max_batch - 1) * plan.stride * plan.hop + plan.samples)
-
-        self.frames_in = 0
-        self.frames_out = 0  # frames whose stems are final (returned, or returned by this call)
+        self._ola = OverlapAdd(self._rows, (st.max_batch - 1) * plan.stride * plan.hop + plan.samples)
         self._emitted = 0  # frames handed out in blocks
-        self.windows_done = 0
-        self.nfe = 0
-        self.windows_gated = 0  # windows the span gate found silent (no model call)
-        self.candidates_evaluated = 0  # candidate solutions solved, over windows and channels
-        self.chosen_scores: list[float] = []  # the kept candidate's ranker score, per ranked window and channel
+
         self._closed: str | None = None  # why the stream is closed, once it is
         self._cancelled = threading.Event()
         self._busy = threading.Lock()  # held while push/finish run
@@ -207,12 +197,15 @@ class StreamingSeparator:
         span_gate: bool | None = None,
         span_threshold: float = DEFAULT_THRESHOLD,
         prompts: Sequence[Prompt] | None = None,
+        null_sum: bool = False,
         total_frames: int | None = None,
-    ) -> WindowPlan:
+        residual: bool = True,
+    ) -> StreamSettings:
         """Check a stream's arguments without model work: named errors with the numbers and the fix.
 
-        Returns the window plan for a stream of unknown length (the constructor shortens it for a short
-        `total_frames`). Times are rounded to whole latent frames (40 ms at 48 kHz).
+        Returns the stream's settings, defaults resolved; their window plan is one window of the stream's own
+        length for a `total_frames` shorter than a window. Times are rounded to whole latent frames (40 ms at
+        48 kHz).
         """
         if prompts is not None:
             if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Sequence) or not prompts:
@@ -314,28 +307,36 @@ class StreamingSeparator:
             span_threshold
         ):
             raise InvalidRequestError(f"span_threshold is {span_threshold!r}: give a frame probability, e.g. 0.3")
-        return WindowPlan(frames=W, overlap=V, hop=hop, sample_rate=rate)
+        plan = WindowPlan(frames=W, overlap=V, hop=hop, sample_rate=rate)
+        return StreamSettings(
+            prompts=tuple(prompts) if prompts is not None else (Prompt(description, tuple(anchors)),),
+            sample_rate=sample_rate,
+            channels=int(channels),
+            seed=int(seed),
+            ode_opt=ode_opt,
+            max_batch=int(max_batch),
+            candidates=int(candidates),
+            predict_spans=bool(predict_spans),
+            span_gate=StreamingSeparator.gate_default(model) if span_gate is None else bool(span_gate),
+            span_threshold=float(span_threshold),
+            null_sum=bool(null_sum),
+            residual=bool(residual),
+            total_frames=None if total_frames is None else int(total_frames),
+            plan=plan if total_frames is None else _planned_for(plan, int(total_frames), sample_rate),
+        )
 
     @staticmethod
     def gate_default(model: "SAMAudio") -> bool:
         """The span gate is on by default exactly when the model has its span predictor."""
         return getattr(model, "span_predictor", None) is not None
-    def _planned_for(self, plan: WindowPlan, total_frames: int) -> WindowPlan:
-        """The plan for a stream of `total_frames` input frames: one window of its own length (whole latent frames)
-        when it is shorter than a window, so a short selection costs its length (issue 17); else `plan`."""
-        samples = -(-total_frames * plan.sample_rate // self.sample_rate)  # at 48 kHz, as the resampler makes them
-        if samples >= plan.samples:
-            return plan
-        frames = max(1, -(-samples // plan.hop))
-        return WindowPlan(frames=frames, overlap=0, hop=plan.hop, sample_rate=plan.sample_rate)
 
     def check_frames(self, frames: Any) -> np.ndarray:
         """A pushed block as (n, ch) float32 (a copy when converted), or a named error; changes no state."""
         arr = frames if isinstance(frames, np.ndarray) else np.asarray(frames)
-        if arr.ndim != 2 or arr.shape[1] != self.channels:
+        if arr.ndim != 2 or arr.shape[1] != self.settings.channels:
             raise InvalidAudioError(
-                f"a block of shape {arr.shape} was pushed to a stream of {self.channels} channel(s): give "
-                f"(frames, {self.channels}) arrays, frames interleaved as rows"
+                f"a block of shape {arr.shape} was pushed to a stream of {self.settings.channels} channel(s): give "
+                f"(frames, {self.settings.channels}) arrays, frames interleaved as rows"
             )
         if arr.dtype.kind != "f":
             raise InvalidAudioError(
@@ -350,8 +351,9 @@ class StreamingSeparator:
             first = int(np.argwhere(bad_mask)[0, 0])
             raise InvalidAudioError(
                 f"a block of {arr.shape[0]} frames has {bad} sample(s) that are NaN, infinite or beyond "
-                f"+-{MAX_SAMPLE:g}, the first at frame {self.frames_in + first} of the stream: samples are nominally "
-                "in [-1, 1]; replace the NaN and infinite ones (e.g. with 0), scale the audio down, and send it again"
+                f"+-{MAX_SAMPLE:g}, the first at frame {self.counters.frames_in + first} of the stream: samples are "
+                "nominally in [-1, 1]; replace the NaN and infinite ones (e.g. with 0), scale the audio down, and "
+                "send it again"
             )
         return arr
 
@@ -361,10 +363,11 @@ class StreamingSeparator:
         """Add (n, ch) float32 frames (n may be 0); returns the stems that became final (0 or 1 block)."""
         self._check_open()
         block = self.check_frames(frames)
-        if self.total_frames is not None and self.frames_in + block.shape[0] > self.total_frames:
+        total, after = self.settings.total_frames, self.counters.frames_in + block.shape[0]
+        if total is not None and after > total:
             raise InvalidAudioError(
-                f"a block of {block.shape[0]} frames would bring the stream to {self.frames_in + block.shape[0]} "
-                f"frames, past its stated total of {self.total_frames}: state the stream's real length, or none"
+                f"a block of {block.shape[0]} frames would bring the stream to {after} frames, past its stated total "
+                f"of {total}: state the stream's real length, or none"
             )
         with self._busy:
             self._check_open()
@@ -373,8 +376,8 @@ class StreamingSeparator:
                 out: list[torch.Tensor] = []
                 for i, (a, b) in enumerate(pieces):
                     x = torch.from_numpy(block[a:b].T.copy())  # (ch, m), ours: never the caller's memory
-                    self.frames_in += b - a
-                    if not self._model_residual:
+                    self.counters.frames_in += b - a
+                    if not self.settings.model_residual:
                         self._x.append(x)
                     self._input.append(self._up.push(x))
                     out += self._run(final=False, drain=i == len(pieces) - 1)
@@ -393,8 +396,8 @@ class StreamingSeparator:
             try:
                 self._input.append(self._up.finish())
                 out = self._run(final=True, drain=True)
-                blocks = self._blocks(out, limit=self.frames_in)
-                assert self._emitted == self.frames_in, (self._emitted, self.frames_in)
+                blocks = self._blocks(out, limit=self.counters.frames_in)
+                assert self._emitted == self.counters.frames_in, (self._emitted, self.counters.frames_in)
                 self._close("finished")
                 self._progress()
                 return blocks
@@ -465,23 +468,24 @@ class StreamingSeparator:
 
     def _slices(self, n: int) -> list[tuple[int, int]]:
         """Split a push into pieces of about `max_batch` strides, so buffers stay bounded however large it is."""
-        plan = self.plan
-        per = max(1, -(-self.max_batch * plan.stride * plan.hop * self.sample_rate // plan.sample_rate))
+        st = self.settings
+        plan = st.plan
+        per = max(1, -(-st.max_batch * plan.stride * plan.hop * st.sample_rate // plan.sample_rate))
         return [(a, min(n, a + per)) for a in range(0, n, per)] or [(0, 0)]
 
     def _run(self, *, final: bool, drain: bool) -> list[torch.Tensor]:
         """Separate the windows that can run now, stitch them, and return newly final output pieces (2ch, m)."""
-        plan, out = self.plan, []
+        plan, out = self.settings.plan, []
         y_end = self._input.end
         length = self._up.n_out  # 48 kHz samples known so far (all of them once final)
         while True:
             ready, k = [], self._next
-            while len(ready) < self.max_batch and (
+            while len(ready) < self.settings.max_batch and (
                 plan.needed(k, length) if final else plan.start(k) + plan.samples <= y_end
             ):
                 ready.append(k)
                 k += 1
-            if not ready or (not final and not drain and len(ready) < self.max_batch):
+            if not ready or (not final and not drain and len(ready) < self.settings.max_batch):
                 break  # nothing to do, or wait for a full batch while a large push goes on
             if self._cancelled.is_set():
                 raise CancelledError(f"stream cancelled before window {ready[0]}")
@@ -494,19 +498,19 @@ class StreamingSeparator:
             done = min(plan.start(self._next), length) if final else plan.start(self._next)
             out.append(self._down.push(self._ola.take(done)))
             self._input.drop(plan.start(self._next))
-            self.frames_out = min(self._down.n_out, self.frames_in)
+            self.counters.frames_out = min(self._down.n_out, self.counters.frames_in)
             self._progress()
         if final:
             if self._ola.start < length:
                 out.append(self._down.push(self._ola.take(length)))
             out.append(self._down.finish())
-            self.frames_out = self.frames_in
+            self.counters.frames_out = self.counters.frames_in
         return out
 
     def _separate(self, ks: list[int]) -> list[WindowStems]:
         """Stems of windows `ks`, all prompts of each in one submission: window-major, prompt-minor."""
         jobs = [job for k in ks for job in self._jobs(k)]
-        self._evals_base = self.evaluations_done
+        self._evals_base = self.counters.evaluations_done
         if self.on_step is not None:  # each job counts its own evaluations: a worker may split them over calls
             self._step_counts = [0] * len(jobs)
             for j, job in enumerate(jobs):
@@ -524,18 +528,18 @@ class StreamingSeparator:
         if len(stems) != len(jobs):
             raise RuntimeError(f"worker returned {len(stems)} results for {len(jobs)} jobs")
         P = len(self._prompts)
-        self.windows_done += len(ks)
-        self.nfe += sum(s.nfe for s in stems[::P])  # a window's prompts share its model calls
+        self.counters.windows_done += len(ks)
+        self.counters.nfe += sum(s.nfe for s in stems[::P])  # a window's prompts share its model calls
         if self._evals_per_window is None and stems:
             self._evals_per_window = stems[0].nfe  # an adaptive solver: the first window's count stands for all
-        self.evaluations_done = self._evals_base + sum(s.nfe for s in stems)
+        self.counters.evaluations_done = self._evals_base + sum(s.nfe for s in stems)
         for i, (job, s) in enumerate(zip(jobs, stems)):
             if s.gated:
-                self.windows_gated += i % P == 0  # a window's prompts are gated together
+                self.counters.windows_gated += i % P == 0  # a window's prompts are gated together
                 continue
-            self.candidates_evaluated += job.candidates * job.audio.shape[0]
+            self.counters.candidates_evaluated += job.candidates * job.audio.shape[0]
             if s.scores is not None and s.chosen is not None:
-                self.chosen_scores += s.scores.gather(1, s.chosen.view(-1, 1)).view(-1).tolist()
+                self.counters.chosen_scores += s.scores.gather(1, s.chosen.view(-1, 1)).view(-1).tolist()
         logger.debug("windows %d..%d separated (%d in one call)", ks[0], ks[-1], len(ks))
         return stems
 
@@ -545,7 +549,8 @@ class StreamingSeparator:
 
     def _jobs(self, k: int) -> list[WindowJob]:
         """Window k's jobs, one per prompt, sharing its audio (and video frames)."""
-        plan = self.plan
+        st = self.settings
+        plan = st.plan
         audio = self._input.window(plan.start(k), plan.samples)  # (ch, W*H), the last one zero-padded
         f0 = k * plan.stride
         video = window_video(self.video, f0, plan)  # (F, 3, Hv, Wv) or None
@@ -556,18 +561,18 @@ class StreamingSeparator:
                     audio=audio,
                     text=prompt.text,
                     anchor_frames=window_anchors(prompt.anchor_frames, f0, plan.frames),
-                    noise=prompt.window_noise(f0, plan, self._width, self.candidates),  # (W, 2C), or (K, W, 2C)
+                    noise=prompt.window_noise(f0, plan, self._width, st.candidates),  # (W, 2C), or (K, W, 2C)
                     watermark_message=prompt.message,
                     plan=plan,
-                    ode_opt=self.ode_opt,
+                    ode_opt=st.ode_opt,
                     index=k,
                     first_frame=f0,
                     masked_video=video,
                     should_stop=self._cancelled.is_set,
-                    predict_spans=self.predict_spans,
-                    span_gate=self.span_gate,
-                    span_threshold=self.span_threshold,
-                    decode_residual=self._model_residual,
+                    predict_spans=st.predict_spans,
+                    span_gate=st.span_gate,
+                    span_threshold=st.span_threshold,
+                    decode_residual=st.model_residual,
                 )
             )
         return jobs
@@ -575,24 +580,24 @@ class StreamingSeparator:
     def _step(self, j: int, evaluations: int) -> None:
         """Job j of the running submission made its `evaluations`-th evaluation (on the worker's thread)."""
         self._step_counts[j] = evaluations
-        self.evaluations_done = self._evals_base + sum(self._step_counts)
-        self.on_step(self.evaluations_done, self.evaluations_planned)
+        self.counters.evaluations_done = self._evals_base + sum(self._step_counts)
+        self.on_step(self.counters.evaluations_done, self.evaluations_planned)
 
     @property
     def evaluations_planned(self) -> int:
         """Evaluations the windows of the frames known so far need (all of the stream's, once its length is
         known), counted per prompt; 0 while an adaptive solver has not said how many a window takes."""
-        n = self.total_frames if self.total_frames is not None else self.frames_in
-        known = -(-n * self.plan.sample_rate // self.sample_rate)
-        windows = max(self.plan.count(known), self.windows_done)
+        n = self.settings.total_frames if self.settings.total_frames is not None else self.counters.frames_in
+        known = -(-n * self.settings.plan.sample_rate // self.settings.sample_rate)
+        windows = max(self.settings.plan.count(known), self.counters.windows_done)
         return windows * len(self._prompts) * (self._evals_per_window or 0)
 
     def _stitch(self, k: int, stems: Sequence[WindowStems]) -> None:
         """Window k's stems, one per prompt: the targets in order, then the first one's residual if it is used."""
-        plan = self.plan
-        parts = [s.target for s in stems] + ([stems[0].residual] if self._model_residual else [])
+        plan = self.settings.plan
+        parts = [s.target for s in stems] + ([stems[0].residual] if self.settings.model_residual else [])
         for stem in parts:
-            if stem.shape != (self.channels, plan.samples):
+            if stem.shape != (self.settings.channels, plan.samples):
                 raise RuntimeError(f"worker returned stems of shape {tuple(stem.shape)} for window {k}")
         self._ola.add(plan.start(k), [p.float() for p in parts], plan.weights(k))
 
@@ -609,15 +614,15 @@ class StreamingSeparator:
             return []
         m = z.shape[-1]
         self._emitted = start + m
-        ch, P = self.channels, len(self._prompts)
+        ch, P = self.settings.channels, len(self._prompts)
         rows = z.float().numpy()  # (rows, m): P x ch target rows, then ch residual rows if the model's is used
         # Interleaved by stacking whole rows: ~10x faster than copying a transposed view column-slice.
         targets = [np.stack(list(rows[p * ch : (p + 1) * ch]), axis=1) for p in range(P)]  # P x (m, ch)
-        if self._model_residual:
+        if self.settings.model_residual:
             residual = np.stack(list(rows[P * ch :]), axis=1)  # (m, ch)
         else:
             mix = self._take_x(m).numpy().T  # (m, ch) the frames pushed, exactly
-            if self.null_sum:
+            if self.settings.null_sum:
                 targets, residual = null_sum_residual(mix, targets)
             else:  # several prompts: the mix minus the targets, without rounding them
                 residual = (mix - np.sum(targets, axis=0, dtype=np.float64)).astype(np.float32)
@@ -632,5 +637,5 @@ class StreamingSeparator:
 
     def _progress(self) -> None:
         if self.on_progress is not None:
-            self.on_progress(min(self.frames_out, self.frames_in), self.frames_in)
+            self.on_progress(min(self.counters.frames_out, self.counters.frames_in), self.counters.frames_in)
 

@@ -501,9 +501,10 @@ class SeparationServicer(pb_grpc.SeparationServiceServicer):
             residual=pb.STEM_RESIDUAL in config.stems,  # a target-only stream decodes no residual
         )
 
-        if separator.plan.frames * separator.plan.hop < round(config.chunk_seconds * self.model.sample_rate):
+        plan = separator.settings.plan
+        if plan.frames * plan.hop < round(config.chunk_seconds * self.model.sample_rate):
             # a short stream of known length runs as one window of its own length: say so
-            config.chunk_seconds = separator.plan.frames * separator.plan.hop / separator.plan.sample_rate
+            config.chunk_seconds = plan.frames * plan.hop / plan.sample_rate
             config.overlap_seconds = 0.0
         finished = threading.Event()
 
@@ -526,15 +527,15 @@ class SeparationServicer(pb_grpc.SeparationServiceServicer):
                         raise ProtocolError(f"a stream takes one config, first; got {kind or 'an empty request'} later")
                     frames = decode_audio(request.audio_content, fmt, channels)  # (n, channels) float32
                     requests.audio_seconds += len(frames) / rate
-                    sent = separator.frames_in + len(frames)
+                    sent = separator.counters.frames_in + len(frames)
                     if max_frames is not None and sent > max_frames:
                         # The frames up to the limit are separated and sent, so what the client got is exactly the
                         # stems of its first max_frames frames; then the status says so (issue 19).
-                        head = frames[: max_frames - separator.frames_in]
+                        head = frames[: max_frames - separator.counters.frames_in]
                         packer.mix(head)
                         blocks = separator.push(head) + separator.finish()
                         finished.set()
-                        events.put(("blocks", (blocks, (separator.frames_out, separator.frames_in))))
+                        events.put(("blocks", (blocks, (separator.counters.frames_out, separator.counters.frames_in))))
                         raise StreamTooLongError(
                             f"the stream sent {sent} frames ({sent / rate:.6g} s at {rate} Hz), more than this "
                             f"server's limit of {max_frames} frames ({self.limits.max_stream_seconds:g} s): the stems "
@@ -543,12 +544,12 @@ class SeparationServicer(pb_grpc.SeparationServiceServicer):
                     record.frames = sent
                     packer.mix(frames)
                     blocks = separator.push(frames)
-                    record.windows = separator.windows_done
-                    events.put(("blocks", (blocks, (separator.frames_out, separator.frames_in))))
+                    record.windows = separator.counters.windows_done
+                    events.put(("blocks", (blocks, (separator.counters.frames_out, separator.counters.frames_in))))
                 blocks = separator.finish()
-                record.windows = separator.windows_done
+                record.windows = separator.counters.windows_done
                 finished.set()
-                events.put(("blocks", (blocks, (separator.frames_out, separator.frames_in))))
+                events.put(("blocks", (blocks, (separator.counters.frames_out, separator.counters.frames_in))))
                 events.put(("end", None))
             except BaseException as e:  # noqa: BLE001 - delivered to the generator, which ends the RPC with it
                 events.put(("error", e))
@@ -572,14 +573,14 @@ class SeparationServicer(pb_grpc.SeparationServiceServicer):
                 yield message
         yield pb.SeparateResponse(
             summary=pb.SeparationSummary(
-                frames_in=separator.frames_in,
-                frames_out=separator.frames_out,
-                windows=separator.windows_done,
-                model_evaluations=separator.nfe,
+                frames_in=separator.counters.frames_in,
+                frames_out=separator.counters.frames_out,
+                windows=separator.counters.windows_done,
+                model_evaluations=separator.counters.nfe,
                 elapsed_seconds=time.monotonic() - started,
-                candidates_evaluated=separator.candidates_evaluated,
-                chosen_scores=separator.chosen_scores,
-                windows_gated=separator.windows_gated,
+                candidates_evaluated=separator.counters.candidates_evaluated,
+                chosen_scores=separator.counters.chosen_scores,
+                windows_gated=separator.counters.windows_gated,
             )
         )
 

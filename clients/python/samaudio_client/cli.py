@@ -489,7 +489,7 @@ def separate_local(args: argparse.Namespace, jobs: list[Job]) -> None:
                 writer.write(b.start, *b.targets, b.residual)
         for b in sep.finish():
             writer.write(b.start, *b.targets, b.residual)
-        return f"in this process on {device}, model {model_name}, {_count(sep.windows_done, 'window')}"
+        return f"in this process on {device}, model {model_name}, {_count(sep.counters.windows_done, 'window')}"
 
     for job in jobs:
         _run_job(job, separate, args)
