@@ -86,8 +86,8 @@ Dt text feature width, N video frames, F video frames of one window (<= W), Hv x
 Modules, one concept each: `plan` (where windows sit, frames and seconds), `noise` (starting noise and watermark
 of absolute positions), `resample` (piecewise resampling), `input_buffer` (the 48 kHz input windows read),
 `overlap_add` (stitching), `jobs` (a window's work unit, built from latent frames by plain functions, and the
-worker interface), `batch` (jobs into model calls), `prompts` (several sounds, null-sum), `separator` (the
-stream). The masked video (`VideoPrompt`) lives beside the processor's video code.
+worker interface), `batch` (jobs into model calls), `prompts` (several sounds, null-sum), `settings` (a stream's
+checked request and its counts), `separator` (the stream). The masked video (`VideoPrompt`) lives beside the processor's video code.
 """
 
 from samaudio.processor import VideoPrompt
@@ -98,10 +98,13 @@ from samaudio.streaming.overlap_add import OverlapAdd
 from samaudio.streaming.plan import WindowPlan
 from samaudio.streaming.prompts import Prompt, check_sound, null_sum_residual
 from samaudio.streaming.separator import Progress, SeparatedBlock, StreamingSeparator
+from samaudio.streaming.settings import StreamCounters, StreamSettings
 
 __all__ = [
     "StreamingSeparator",
     "SeparatedBlock",
+    "StreamSettings",
+    "StreamCounters",
     "Prompt",
     "null_sum_residual",
     "check_sound",
