@@ -239,6 +239,16 @@ def test_the_library_imports_no_client_package():
         assert not {m for m in imported if m.split(".")[0] == "samaudio_client"}, path
 
 
+def test_the_server_backed_separator_imports_no_torch():
+    """`samaudio eval --server`'s separator is the thin client's: its module loads on an install without torch."""
+    import subprocess
+    import sys
+
+    code = "import sys; import samaudio_client.evaluation; assert 'torch' not in sys.modules, 'torch imported'"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+
+
 def test_the_library_eval_refuses_server_without_a_separator_naming_the_command_that_has_one(
     golden_dir, eval_data, tmp_path
 ):

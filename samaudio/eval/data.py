@@ -26,9 +26,7 @@ import numpy as np
 import torch
 
 from samaudio.errors import SAMAudioError
-from samaudio.eval.settings import EvalSetting
-
-SAMPLE_RATE = 48000
+from samaudio.eval.settings import SAMPLE_RATE, EvalSetting
 
 
 class DatasetUnavailableError(SAMAudioError):

@@ -25,8 +25,7 @@ from typing import Any, Protocol
 import torch
 
 from samaudio.errors import SAMAudioError
-
-SAMPLE_RATE = 48000
+from samaudio.eval.settings import SAMPLE_RATE
 
 
 class MetricUnavailableError(SAMAudioError):

@@ -8,23 +8,19 @@ rank, batch or run separated it: a resumed or data-parallel run gives the number
 
 from __future__ import annotations
 
-import zlib
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 
-from samaudio.eval.data import SAMPLE_RATE, EvalItem
-
-
-def item_seed(seed: int, item_id: str) -> int:
-    """A seed per item that every process computes alike (Python's hash() is salted per process)."""
-    return (seed * 1_000_003 + zlib.crc32(item_id.encode())) % (2**31)
+from samaudio.eval.data import EvalItem
+from samaudio.eval.settings import SAMPLE_RATE, item_seed
 
 
 class Separator(Protocol):
     def __call__(self, item: EvalItem) -> tuple[torch.Tensor, Any]:
-        """The item's separated target (1, L') at 48 kHz, and the masked video it was prompted with (or None)."""
+        """The item's separated target (1, L') at 48 kHz (a tensor or an array), and the masked video it was
+        prompted with (or None)."""
         ...
 
 

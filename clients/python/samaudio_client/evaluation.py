@@ -2,20 +2,21 @@
 
 The evaluation itself is the library's (`samaudio.eval`, models in this process, so it needs the `[server]` and
 `[eval]` extras); this module is what the command line passes in for `--server`. Seeded per item as the
-in-process separator is (`samaudio.eval.separators.item_seed`).
+in-process separator is (`samaudio.eval.settings.item_seed`). Imports no torch: the stems come back as arrays.
 """
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-from samaudio.eval.data import SAMPLE_RATE, EvalItem
-from samaudio.eval.separators import item_seed
+from samaudio.eval.settings import SAMPLE_RATE, item_seed
 from samaudio_client.client import Client, Video
+
+if TYPE_CHECKING:
+    from samaudio.eval.data import EvalItem
 
 __all__ = ["ServerSeparator"]
 
@@ -43,7 +44,7 @@ class ServerSeparator:
             steps=args.steps, token=args.token, ca_file=args.tls_ca, model=args.model,
         )
 
-    def __call__(self, item: EvalItem) -> tuple[torch.Tensor, Any]:
+    def __call__(self, item: EvalItem) -> tuple[np.ndarray, Any]:
         video = Video.from_file(item.video, masks=item.mask) if item.video is not None else None
         spans = [("+", a, b) for a, b in item.spans] if item.spans else ()
         audio = item.mixture[0].numpy().astype(np.float32)  # (L,) mono at 48 kHz
@@ -51,7 +52,7 @@ class ServerSeparator:
             audio, SAMPLE_RATE, item.description, spans, video=video, seed=item_seed(self.seed, item.id),
             **self.options,
         )
-        return torch.from_numpy(np.ascontiguousarray(stems.target, dtype=np.float32))[None], None
+        return np.ascontiguousarray(stems.target, dtype=np.float32)[None], None  # (1, L)
 
     def close(self) -> None:
         self.client.close()
