@@ -30,6 +30,7 @@ from server_fixtures import (  # noqa: F401 - session fixtures
     status_of,
     stream_defaults,
     stub,
+    wait_until,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,9 +141,7 @@ def test_an_unparseable_stream_request_is_invalid_argument_and_frees_its_slot(go
     call = channel.stream_stream("/samaudio.v1.SeparationService/Separate", **IDENTITY)
     code, details = status_of(lambda: list(call(iter([payload]), timeout=30)))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "does not parse as SeparateRequest" in details, details
-    deadline = time.monotonic() + 10
-    while server.servicer.gate.active and time.monotonic() < deadline:
-        time.sleep(0.01)
+    assert server.servicer.gate.wait_idle(timeout=10)  # the slot is given back
     assert server.servicer.gate.active == 0
 
 
@@ -150,9 +149,8 @@ def test_a_stream_that_fails_early_leaves_no_reader_thread_behind(stub):
     sends = [pb.SeparateRequest(config=config())] + [pb.SeparateRequest(audio_content=b"\0" * 6)] * 20  # 1.5 frames
     code, _ = status_of(lambda: list(stub.Separate(iter(sends), timeout=30)))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
-    deadline = time.monotonic() + 10
-    while any(t.name == "samaudio-reader" for t in threading.enumerate()) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    for reader in [t for t in threading.enumerate() if t.name == "samaudio-reader"]:
+        reader.join(timeout=10)
     assert not [t for t in threading.enumerate() if t.name == "samaudio-reader"]
 
 
@@ -173,12 +171,13 @@ def test_idle_side_streams_leave_health_and_get_info_answering(server_with):
     feeders = [Feeder() for _ in range(16)]
     calls = [reflection_pb2_grpc.ServerReflectionStub(ch).ServerReflectionInfo(iter(f)) for f in feeders]
     try:
-        time.sleep(0.3)  # let them all reach the server
+        def refused() -> list:
+            return [c for c in calls if c.done() and c.code() == grpc.StatusCode.RESOURCE_EXHAUSTED]
+
+        assert wait_until(refused, seconds=30), "no side stream was refused"  # the server is full of them
         health = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=5)
         assert health.status == health_pb2.HealthCheckResponse.SERVING
         assert pb_grpc.SeparationServiceStub(ch).GetInfo(pb.GetInfoRequest(), timeout=5).limits.max_streams == 2
-        refused = [c for c in calls if c.done() and c.code() == grpc.StatusCode.RESOURCE_EXHAUSTED]
-        assert refused, "no side stream was refused"
     finally:
         for f in feeders:
             f.close()
