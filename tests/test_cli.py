@@ -411,6 +411,22 @@ def test_local_on_the_thin_install_says_to_install_the_server_extra(thin_python,
     assert 'pip install "samaudio[server]"' in result.stderr
 
 
+def test_the_client_package_imports_the_server_package_only_for_the_in_process_demo():
+    """The thin client talks to servers over gRPC; only `samaudio demo` starts one in its own process."""
+    import ast
+
+    import samaudio_client
+
+    importers = set()
+    for path in Path(samaudio_client.__file__).parent.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        names = {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        names |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        if any(name.split(".")[0] == "samaudio_server" for name in names):
+            importers.add(path.name)
+    assert importers == {"demo.py"}
+
+
 def test_samaudio_server_on_the_thin_install_says_to_install_the_server_extra(thin_python):
     script = Path(thin_python).parent / ("samaudio-server.exe" if os.name == "nt" else "samaudio-server")
 

@@ -41,6 +41,7 @@ os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 from samaudio import __version__  # noqa: E402 - after the verbosity
 from samaudio.errors import SAMAudioError  # torch-free: the library's errors import nothing
+from samaudio.install import SERVER_EXTRA, missing_server_modules  # torch-free too
 from samaudio_client.errors import ClientError
 from samaudio_client.files import FORMATS, AudioFileError, Region, StemWriter, output_subtype, read_blocks, stem_paths
 from samaudio_client.options import (
@@ -51,7 +52,6 @@ from samaudio_client.options import (
     seconds,
     stream_settings,
 )
-from samaudio_client.server_stack import SERVER_EXTRA, missing_server_modules
 from samaudio_client.spans import Span, SpanError, parse_span, to_region
 
 if TYPE_CHECKING:
