@@ -8,10 +8,12 @@ one pair cancels in the ratio).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import statistics
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
@@ -185,3 +187,11 @@ class LoopbackServer:
 
     def __exit__(self, *exc: object) -> None:
         self.server.stop(0)
+
+
+def report(figures: dict[str, Any], out: Path | None) -> None:
+    """A bench module's figures as JSON: printed, and written to `out` when given."""
+    text = json.dumps(figures, indent=2)
+    print(text)
+    if out is not None:
+        out.write_text(text + "\n")

@@ -193,15 +193,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.cancel_child:
         print(json.dumps(_cancel_child(args.repeats, args.threads)))
         return 0
+    from bench.common import report
     from bench.machine import describe_machine
 
     figures: dict[str, Any] = {"machine": describe_machine("cpu")}
     figures.update(measure_short_selection(args.repeats, args.threads))
     figures.update(measure_cancel(args.cancel_tree or [ROOT], args.repeats, args.threads))
-    text = json.dumps(figures, indent=2)
-    print(text)
-    if args.out is not None:
-        args.out.write_text(text + "\n")
+    report(figures, args.out)
     return 0
 
 

@@ -134,14 +134,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.child:
         return _child_main(args)
+    from bench.common import report
     from bench.machine import describe_machine
 
     figures: dict[str, Any] = {"machine": describe_machine("cpu")}
     figures.update(measure_prompts(args.tree or [ROOT], args.seconds, args.steps, args.repeats, args.threads))
-    text = json.dumps(figures, indent=2)
-    print(text)
-    if args.out is not None:
-        args.out.write_text(text + "\n")
+    report(figures, args.out)
     return 0
 
 

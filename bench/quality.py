@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import MODEL_RATE, bench_signal, side_by_side
+from bench.common import MODEL_RATE, bench_signal, report, side_by_side
 from bench.memory import current_rss_bytes, peak_rss_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -272,10 +272,7 @@ def main(argv: list[str] | None = None) -> None:
     figures = measure_stream_candidates_cost(candidates=args.candidates, repeats=args.repeats, **common)
     figures.update(measure_gate_effect(repeats=args.repeats, **common))
     figures.update(measure_server_memory(**common))
-    text = json.dumps(figures, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    report(figures, args.out)
 
 
 if __name__ == "__main__":
