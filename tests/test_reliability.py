@@ -3,6 +3,7 @@ harness on a real loopback server with the golden model, with limits and timeout
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import re
 import threading
@@ -213,6 +214,37 @@ def test_a_stream_that_trickles_audio_slower_than_real_time_ends_out_of_range(se
 
     code, details = status_of(lambda: list(pb_grpc.SeparationServiceStub(ch).Separate(trickle(), timeout=20)))
     assert code == grpc.StatusCode.OUT_OF_RANGE, details
+
+
+@pytest.mark.parametrize("audio_timeout", [30.0, 0.0])
+def test_a_stream_waiting_for_audio_stops_when_its_call_ends_even_if_grpc_never_reports_the_cancel(audio_timeout):
+    # grpcio's request iterator can miss a client's cancel (grpc/grpc#33038): the call's done callback must end
+    # the wait itself, or the stream holds its slot until the audio timeout (or forever without one).
+    from samaudio_server.servicer import _TimedRequests
+
+    never = threading.Event()
+
+    def silent():  # a gRPC request iterator that neither yields nor raises
+        yield pb.SeparateRequest(config=config())
+        never.wait()
+
+    requests = _TimedRequests(silent(), audio_timeout)
+    assert requests.next().HasField("config")
+    raised: list[BaseException] = []
+
+    def wait_for_audio():
+        try:
+            requests.next()
+        except BaseException as e:  # noqa: BLE001 - the test reads it
+            raised.append(e)
+
+    waiting = threading.Thread(target=wait_for_audio, daemon=True)
+    waiting.start()
+    requests.close()  # what `context.add_callback(requests.close)` does when the call ends
+    waiting.join(5)
+    never.set()
+    assert not waiting.is_alive(), "the stream still waits for audio after its call ended"
+    assert isinstance(raised[0], concurrent.futures.CancelledError), raised
 
 
 def test_an_idle_connection_is_closed_after_max_connection_idle(server_with):

@@ -261,19 +261,23 @@ class Unparseable:
 class _TimedRequests:
     """A stream's requests with an audio timeout: waiting for the client may exceed the seconds of audio it sent
     by at most `timeout` seconds (0: no limit). A reader thread takes messages off gRPC's iterator into a
-    two-message queue, so a slow client costs one idle thread, never the stream's deadline."""
+    two-message queue, so a slow client costs one idle thread, never the stream's deadline.
+
+    `close` (the RPC's done callback) ends every wait at once: gRPC's own request iterator can miss a client's
+    cancel (a race in grpcio's server, grpc/grpc#33038) and would leave the stream waiting for audio until the
+    timeout."""
 
     _END = object()
+    _POLL = 0.1  # seconds between looks at `close` while waiting for a message
 
     def __init__(self, requests: Iterator[Any], timeout: float):
         self.timeout = timeout
         self.audio_seconds = 0.0  # the caller adds the seconds of each audio message
         self.waited = 0.0
         self._requests = requests
-        self._closed = False
-        if timeout:
-            self._queue: queue.Queue = queue.Queue(maxsize=2)
-            threading.Thread(target=self._read, name="samaudio-reader", daemon=True).start()
+        self._closed = threading.Event()
+        self._queue: queue.Queue = queue.Queue(maxsize=2)
+        threading.Thread(target=self._read, name="samaudio-reader", daemon=True).start()
 
     def _read(self) -> None:
         try:
@@ -286,7 +290,7 @@ class _TimedRequests:
 
     def _put(self, item: Any) -> bool:
         """Queue `item` unless the stream has ended (then nobody reads the queue: the thread must not block)."""
-        while not self._closed:
+        while not self._closed.is_set():
             try:
                 self._queue.put(item, timeout=0.5)
                 return True
@@ -295,30 +299,34 @@ class _TimedRequests:
         return False
 
     def close(self) -> None:
-        """The stream ended: the reader thread stops at its next message (or when gRPC ends the call)."""
-        self._closed = True
+        """The RPC ended: a wait in `next` raises `CancelledError` at once, and the reader thread stops at its
+        next message (or when gRPC ends the call)."""
+        self._closed.set()
 
     def next(self) -> Any:
         """The next request, or None once the client half-closed."""
-        if not self.timeout:
-            item = next(self._requests, None)
-        else:
-            budget = self.timeout + self.audio_seconds - self.waited
-            t0 = time.monotonic()
+        budget = self.timeout + self.audio_seconds - self.waited if self.timeout else math.inf
+        t0 = time.monotonic()
+        while True:
+            if self._closed.is_set():
+                raise concurrent.futures.CancelledError("the call ended while the stream waited for a request")
+            left = budget - (time.monotonic() - t0)
             try:
-                item = self._queue.get(timeout=max(budget, 0.0))
+                item = self._queue.get(timeout=max(min(left, self._POLL), 0.0))
+                break
             except queue.Empty:
-                raise AudioTimeoutError(
-                    f"the stream waited {self.waited + budget:.1f} s for audio and got {self.audio_seconds:.1f} s of "
-                    f"it: send audio at least as fast as real time (this server allows {self.timeout:g} s of slack, "
-                    "Limits.audio_timeout_seconds), and half-close the stream when the audio ends"
-                ) from None
-            self.waited += time.monotonic() - t0
-            if item is self._END:
-                self._queue.put(item)  # later calls see the end again
-                item = None
-            elif isinstance(item, BaseException):
-                raise item
+                if left <= self._POLL:
+                    raise AudioTimeoutError(
+                        f"the stream waited {self.waited + budget:.1f} s for audio and got {self.audio_seconds:.1f} "
+                        f"s of it: send audio at least as fast as real time (this server allows {self.timeout:g} s "
+                        "of slack, Limits.audio_timeout_seconds), and half-close the stream when the audio ends"
+                    ) from None
+        self.waited += time.monotonic() - t0
+        if item is self._END:
+            self._queue.put(item)  # later calls see the end again
+            return None
+        if isinstance(item, BaseException):
+            raise item
         if isinstance(item, Unparseable):
             raise item.error
         return item
