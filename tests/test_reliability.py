@@ -403,7 +403,7 @@ def test_bad_tls_files_are_refused_before_the_model_loads(tmp_path):
 
 
 def test_rates_in_range_follow_the_rule_get_info_publishes(stub, golden_model):
-    from samaudio.streaming import StreamingSeparator
+    from samaudio.streaming import StreamSettings
 
     info = stub.GetInfo(pb.GetInfoRequest())
     lim, model_rate = info.limits, info.models[0].sample_rate_hertz
@@ -417,4 +417,4 @@ def test_rates_in_range_follow_the_rule_get_info_publishes(stub, golden_model):
     admitted = [r for r in (8025, 11025, 44125, 96025, 191975, lim.max_sample_rate_hertz - 25, 8000 + 16 * 25)
                 if math.gcd(r, model_rate) >= lim.sample_rate_divisor_hertz]  # fmt: skip
     for rate in admitted:
-        StreamingSeparator.validate(golden_model, "x", sample_rate=rate, channels=1)
+        StreamSettings.check(golden_model, "x", sample_rate=rate, channels=1)

@@ -22,7 +22,7 @@ from samaudio.errors import (
     SAMAudioError,
     StreamClosedError,
 )
-from samaudio.streaming import StreamingSeparator
+from samaudio.streaming import StreamingSeparator, StreamSettings
 
 
 class PendingWorker:
@@ -102,7 +102,7 @@ def test_bad_arguments_raise_named_errors_before_any_model_work(golden_model, go
     kw = {**ARGS, **override}
     description, anchors = kw.pop("description", "a dog barking"), kw.pop("anchors", ())
     with pytest.raises(error, match=message):
-        StreamingSeparator.validate(golden_model, description, anchors, **kw)
+        StreamSettings.check(golden_model, description, anchors, **kw)
     assert issubclass(error, SAMAudioError)
     assert worker.calls == []
 

@@ -10,7 +10,8 @@ import torch
 
 from samaudio.errors import PartNotLoadedError
 from samaudio.model.model import midpoint_ode_opt
-from samaudio.streaming import StreamingSeparator, frame_noise
+from samaudio.streaming import StreamingSeparator, StreamSettings, frame_noise
+from samaudio.streaming.settings import span_gate_default
 
 STEPS = 2
 CHUNK, OVERLAP = 0.4, 0.12  # 10 and 3 latent frames: short windows keep the tests fast
@@ -83,7 +84,7 @@ def test_more_candidates_need_a_ranker(golden_model, golden_processor):
 
 
 def test_span_prediction_and_the_gate_need_the_span_predictor(golden_model, golden_processor):
-    assert StreamingSeparator.gate_default(golden_model) is False
+    assert span_gate_default(golden_model) is False
     for kwargs in (dict(predict_spans=True), dict(span_gate=True)):
         with pytest.raises(PartNotLoadedError, match="span predictor"):
             stream(golden_model, golden_processor, mix(4800, 1), **kwargs)
@@ -116,7 +117,7 @@ def test_the_gate_decides_per_window(quality_model, golden_processor):
     """A threshold between two windows' highest frame probabilities closes the gate on one and not the other."""
     x = mix(int(0.9 * RATE), 1, seed=4)
     x[int(0.45 * RATE) :] *= 0.0  # the later windows hear silence
-    plan = StreamingSeparator.validate(
+    plan = StreamSettings.check(
         quality_model, "a tone", sample_rate=RATE, channels=1, chunk_seconds=CHUNK, overlap_seconds=OVERLAP
     ).plan
     peaks = []

@@ -74,7 +74,7 @@ average (1.25x at 10 s / 2 s). Other SAM-Audio chunkers use 10 s with 1 to 3 s c
 and gives a cross-fade long enough (2 s) that two windows that hear a sound slightly differently blend
 without an audible step. A window may not exceed the DiT's position table (10000 frames = 400 s).
 
-Errors: bad arguments raise named errors (`samaudio.errors`) from the constructor or `validate`, before any
+Errors: bad arguments raise named errors (`samaudio.errors`) from the constructor or `StreamSettings.check`, before any
 model work. A bad block in `push` (wrong shape or channel count, non-float, non-finite) is rejected whole
 before it changes any state: the separator stays usable. An error from the model or the worker closes the
 stream (later calls raise `StreamClosedError`), as `cancel()` does.

@@ -11,8 +11,6 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import logging
-import math
-import numbers
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -20,24 +18,14 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 import torch
 
-from samaudio.defaults import STREAM_DEFAULTS
-from samaudio.errors import (
-    CancelledError,
-    InvalidAudioError,
-    InvalidRequestError,
-    InvalidVideoError,
-    PartNotLoadedError,
-    StreamClosedError,
-)
-from samaudio.model.span_predictor import DEFAULT_THRESHOLD
+from samaudio.errors import CancelledError, InvalidAudioError, StreamClosedError
 from samaudio.processor import Anchor, VideoPrompt
 from samaudio.streaming.batch import LocalWorker
 from samaudio.streaming.input_buffer import InputBuffer
 from samaudio.streaming.jobs import StreamText, WindowJob, WindowStems, WindowWorker, window_anchors, window_video
 from samaudio.streaming.overlap_add import OverlapAdd
-from samaudio.streaming.plan import WindowPlan
-from samaudio.streaming.prompts import Prompt, PromptState, check_anchors, check_sound, null_sum_residual
-from samaudio.streaming.resample import MAX_RESAMPLE_TAPS, StreamResampler, resample_taps
+from samaudio.streaming.prompts import PromptState, null_sum_residual
+from samaudio.streaming.resample import StreamResampler
 from samaudio.streaming.settings import StreamCounters, StreamSettings
 
 if TYPE_CHECKING:
@@ -69,20 +57,6 @@ class SeparatedBlock:
 
 
 
-def _is_int(x: Any) -> bool:
-    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
-
-
-def _planned_for(plan: WindowPlan, total_frames: int, sample_rate: int) -> WindowPlan:
-    """The plan for a stream of `total_frames` input frames at `sample_rate`: one window of its own length (whole
-    latent frames) when it is shorter than a window, so a short selection costs its length (issue 17); else `plan`."""
-    samples = -(-total_frames * plan.sample_rate // sample_rate)  # at 48 kHz, as the resampler makes them
-    if samples >= plan.samples:
-        return plan
-    frames = max(1, -(-samples // plan.hop))
-    return WindowPlan(frames=frames, overlap=0, hop=plan.hop, sample_rate=plan.sample_rate)
-
-
 class StreamingSeparator:
     """One stream: push blocks of frames, get back the stems that are final; `finish()` flushes the rest.
 
@@ -97,47 +71,16 @@ class StreamingSeparator:
         description: str,
         anchors: Sequence[Anchor] = (),
         *,
-        sample_rate: int,
-        channels: int,
-        chunk_seconds: float = STREAM_DEFAULTS.chunk_seconds,
-        overlap_seconds: float = STREAM_DEFAULTS.overlap_seconds,
-        seed: int = STREAM_DEFAULTS.seed,
-        ode_opt: dict[str, Any] | None = None,
-        max_batch: int = STREAM_DEFAULTS.windows_per_stream_call,
-        on_progress: Progress | None = None,
-        worker: WindowWorker | None = None,
         video: VideoPrompt | None = None,
-        candidates: int = STREAM_DEFAULTS.candidates,
-        predict_spans: bool = False,
-        span_gate: bool | None = None,
-        span_threshold: float = DEFAULT_THRESHOLD,
-        prompts: Sequence[Prompt] | None = None,
-        null_sum: bool = False,
-        total_frames: int | None = None,
+        worker: WindowWorker | None = None,
+        on_progress: Progress | None = None,
         on_step: Callable[[int, int], None] | None = None,
-        residual: bool = True,
+        **request: Any,
     ):
-        self.settings: StreamSettings = self.validate(
-            model,
-            description,
-            anchors,
-            sample_rate=sample_rate,
-            channels=channels,
-            chunk_seconds=chunk_seconds,
-            overlap_seconds=overlap_seconds,
-            seed=seed,
-            ode_opt=ode_opt,
-            max_batch=max_batch,
-            video=video,
-            candidates=candidates,
-            predict_spans=predict_spans,
-            span_gate=span_gate,
-            span_threshold=span_threshold,
-            prompts=prompts,
-            null_sum=null_sum,
-            total_frames=total_frames,
-            residual=residual,
-        )
+        """`request` is the rest of what the stream is asked (`sample_rate` and `channels`, then windows, solver,
+        seed, candidates, spans, prompts, ...): the arguments of `StreamSettings.check`, the one place that names,
+        defaults and checks them. Bad arguments raise named errors before any model work."""
+        self.settings: StreamSettings = StreamSettings.check(model, description, anchors, video=video, **request)
         self.counters = StreamCounters()
         self.model = model
         self.on_progress = on_progress
@@ -177,158 +120,6 @@ class StreamingSeparator:
         self._pending: concurrent.futures.Future | None = None
 
     # ------------------------------------------------------------------ checks, before any model work
-
-    @staticmethod
-    def validate(
-        model: "SAMAudio",
-        description: str,
-        anchors: Sequence[Anchor] = (),
-        *,
-        sample_rate: int,
-        channels: int,
-        chunk_seconds: float = STREAM_DEFAULTS.chunk_seconds,
-        overlap_seconds: float = STREAM_DEFAULTS.overlap_seconds,
-        seed: int = STREAM_DEFAULTS.seed,
-        ode_opt: dict[str, Any] | None = None,
-        max_batch: int = STREAM_DEFAULTS.windows_per_stream_call,
-        video: VideoPrompt | None = None,
-        candidates: int = STREAM_DEFAULTS.candidates,
-        predict_spans: bool = False,
-        span_gate: bool | None = None,
-        span_threshold: float = DEFAULT_THRESHOLD,
-        prompts: Sequence[Prompt] | None = None,
-        null_sum: bool = False,
-        total_frames: int | None = None,
-        residual: bool = True,
-    ) -> StreamSettings:
-        """Check a stream's arguments without model work: named errors with the numbers and the fix.
-
-        Returns the stream's settings, defaults resolved; their window plan is one window of the stream's own
-        length for a `total_frames` shorter than a window. Times are rounded to whole latent frames (40 ms at
-        48 kHz).
-        """
-        if prompts is not None:
-            if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Sequence) or not prompts:
-                raise InvalidRequestError(
-                    f"prompts is {prompts!r}: give a non-empty list of Prompt(description, anchors, seed)"
-                )
-            if description or len(anchors):
-                raise InvalidRequestError(
-                    "both a description (or anchors) and prompts were given: put every sound in prompts, or give "
-                    "one description without prompts"
-                )
-            if video is not None:
-                raise InvalidRequestError("a masked video prompts one sound: give it with a description, not prompts")
-            for i, p in enumerate(prompts):
-                if not isinstance(p, Prompt):
-                    raise InvalidRequestError(f"prompts[{i}] is a {type(p).__name__}: give Prompt(description, ...)")
-                check_sound(p.description, check_anchors(p.anchors), where=f"prompts[{i}]")
-                if p.seed is not None and not _is_int(p.seed):
-                    raise InvalidRequestError(f"prompts[{i}].seed is {p.seed!r}: give an integer, or None")
-            description, anchors = prompts[0].description, prompts[0].anchors  # checked again below, harmlessly
-        if total_frames is not None and (not _is_int(total_frames) or total_frames < 0):
-            raise InvalidAudioError(
-                f"total_frames is {total_frames!r}: give the stream's length in frames at its rate, or None if unknown"
-            )
-        if not _is_int(sample_rate) or sample_rate <= 0:
-            raise InvalidAudioError(f"sample_rate is {sample_rate!r}: give the input's rate in Hz, a positive integer")
-        sample_rate = int(sample_rate)
-        taps = max(resample_taps(sample_rate, model.sample_rate), resample_taps(model.sample_rate, sample_rate))
-        if taps > MAX_RESAMPLE_TAPS:
-            raise InvalidAudioError(
-                f"sample_rate {sample_rate} Hz shares only a factor of {math.gcd(sample_rate, model.sample_rate)} with "
-                f"the model's {model.sample_rate} Hz: resampling would need a {taps}-tap kernel (at most "
-                f"{MAX_RESAMPLE_TAPS}); resample the input to a standard rate such as 44100 or 48000 Hz first"
-            )
-        if not _is_int(channels) or channels <= 0:
-            raise InvalidAudioError(f"channels is {channels!r}: give the input's channel count, a positive integer")
-        anchors = check_anchors(anchors)
-        if video is not None:
-            if not isinstance(video, VideoPrompt):
-                raise InvalidVideoError(
-                    f"video is a {type(video).__name__}: give a VideoPrompt (VideoPrompt.from_frames or .from_file)"
-                )
-            if getattr(model, "vision_encoder", None) is None:
-                raise InvalidRequestError(
-                    "a masked video was given but the model was loaded without its vision encoder: load it with "
-                    "SAMAudio.from_pretrained(..., vision=True)"
-                )
-        check_sound(description, anchors, video=video is not None)
-        hop, rate = model.hop_length, model.sample_rate
-        fps = rate / hop  # latent frames per second (25)
-        limit = model.config.transformer.max_positions
-        for name, value in (("chunk_seconds", chunk_seconds), ("overlap_seconds", overlap_seconds)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-                raise InvalidRequestError(f"{name} is {value!r}: give a finite number of seconds")
-            if value > limit / fps:  # checked before any arithmetic: 1e308 seconds would overflow into frames
-                raise InvalidRequestError(
-                    f"the DiT's position table holds {limit} frames ({limit / fps:g} s) and {name} is {value:g} s: "
-                    f"give {name} <= {limit / fps:g}"
-                )
-        W = round(chunk_seconds * fps)
-        V = round(overlap_seconds * fps)
-        if V < 0:
-            raise InvalidRequestError(f"overlap_seconds is {overlap_seconds}: give 0 or more seconds")
-        if W <= V:
-            raise InvalidRequestError(
-                f"chunk_seconds {chunk_seconds} ({W} frames of {1000 / fps:g} ms) must be longer than overlap_seconds "
-                f"{overlap_seconds} ({V} frames): windows must advance; e.g. chunk 10 s with overlap 2 s"
-            )
-        if W > limit:
-            raise InvalidRequestError(
-                f"chunk_seconds {chunk_seconds} is {W} latent frames but the DiT's position table holds {limit} "
-                f"({limit / fps:g} s): give chunk_seconds <= {limit / fps:g}"
-            )
-        if not _is_int(seed):
-            raise InvalidRequestError(f"seed is {seed!r}: give an integer")
-        if ode_opt is not None and not isinstance(ode_opt, dict):
-            raise InvalidRequestError(
-                f"ode_opt is a {type(ode_opt).__name__}: give None or a dict like "
-                "{'method': 'midpoint', 'options': {'step_size': 0.0625}}"
-            )
-        if not _is_int(max_batch) or max_batch < 1:
-            raise InvalidRequestError(f"max_batch is {max_batch!r}: give a positive number of windows per model call")
-        if not _is_int(candidates) or candidates < 1:
-            raise InvalidRequestError(f"candidates is {candidates!r}: give 1 or more starting noises per window")
-        # getattr: a worker's view of a model (a cluster front door) may hold no parts at all
-        text, visual = getattr(model, "text_ranker", None), getattr(model, "visual_ranker", None)
-        if candidates > 1 and text is None and (video is None or visual is None):
-            raise PartNotLoadedError(
-                f"{candidates} candidates need a ranker to choose among them, but the model was loaded without "
-                f"{'a text' if video is None else 'a visual or text'} ranker: load one with "
-                "SAMAudio.from_pretrained(..., text_ranker='judge' or 'clap'), or ask for 1 candidate"
-            )
-        if (predict_spans or span_gate) and getattr(model, "span_predictor", None) is None:
-            raise PartNotLoadedError(
-                "span prediction and the span gate need the PE-A-Frame span predictor, which the model was loaded "
-                "without: load it with SAMAudio.from_pretrained(..., span_predictor='pe-a-frame-large' or a folder)"
-            )
-        if isinstance(span_threshold, bool) or not isinstance(span_threshold, numbers.Real) or not math.isfinite(
-            span_threshold
-        ):
-            raise InvalidRequestError(f"span_threshold is {span_threshold!r}: give a frame probability, e.g. 0.3")
-        plan = WindowPlan(frames=W, overlap=V, hop=hop, sample_rate=rate)
-        return StreamSettings(
-            prompts=tuple(prompts) if prompts is not None else (Prompt(description, tuple(anchors)),),
-            sample_rate=sample_rate,
-            channels=int(channels),
-            seed=int(seed),
-            ode_opt=ode_opt,
-            max_batch=int(max_batch),
-            candidates=int(candidates),
-            predict_spans=bool(predict_spans),
-            span_gate=StreamingSeparator.gate_default(model) if span_gate is None else bool(span_gate),
-            span_threshold=float(span_threshold),
-            null_sum=bool(null_sum),
-            residual=bool(residual),
-            total_frames=None if total_frames is None else int(total_frames),
-            plan=plan if total_frames is None else _planned_for(plan, int(total_frames), sample_rate),
-        )
-
-    @staticmethod
-    def gate_default(model: "SAMAudio") -> bool:
-        """The span gate is on by default exactly when the model has its span predictor."""
-        return getattr(model, "span_predictor", None) is not None
 
     def check_frames(self, frames: Any) -> np.ndarray:
         """A pushed block as (n, ch) float32 (a copy when converted), or a named error; changes no state."""
