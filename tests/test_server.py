@@ -329,6 +329,10 @@ BAD_STREAMS = {
         "ANCHOR_SIGN_POSITIVE",
     ),
     "empty description without anchors": ([pb.SeparateRequest(config=config(description=" "))], "description"),
+    "empty description with only negative anchors": (
+        [pb.SeparateRequest(config=config(description="", anchors=[(NEG, 0.0, 1.0)]))],
+        "positive anchor",
+    ),
     "chunk not longer than overlap": (
         [pb.SeparateRequest(config=config(chunk_seconds=1.0, overlap_seconds=1.0))],
         "overlap",

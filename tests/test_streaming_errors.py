@@ -83,6 +83,7 @@ BAD_ARGUMENTS = [
     (dict(seed=1.5), InvalidRequestError, "seed"),
     (dict(ode_opt="midpoint"), InvalidRequestError, "ode_opt"),
     (dict(description=""), InvalidRequestError, "description is empty"),
+    (dict(description="", anchors=[("-", 0.0, 1.0)]), InvalidRequestError, "no anchor marks the sound present"),
     (dict(description=None), InvalidRequestError, "description"),
     (dict(anchors=[("x", 0.0, 1.0)]), InvalidAnchorError, r"anchors\[0\] has sign 'x'"),
     (dict(anchors=[("+", 0.5, 1.0), ("-", 1.0, 1.0)]), InvalidAnchorError, r"anchors\[1\] starts at 1.0 s"),

@@ -157,6 +157,9 @@ def test_progress_moves_at_every_solver_step_inside_one_window(golden_model, gol
 def test_prompts_with_a_description_or_empty_prompts_are_refused(golden_model, golden_processor):
     with pytest.raises(InvalidRequestError, match="both a description"):
         StreamingSeparator(golden_model, golden_processor, "x", sample_rate=48000, channels=1, prompts=PROMPTS)
-    with pytest.raises(InvalidRequestError, match=r"prompts\[1\] has an empty description and no anchors"):
+    with pytest.raises(InvalidRequestError, match=r"prompts\[1\] has an empty description and no anchor marking"):
         StreamingSeparator(golden_model, golden_processor, "", sample_rate=48000, channels=1,
                            prompts=[Prompt("a"), Prompt("  ")])
+    with pytest.raises(InvalidRequestError, match=r"prompts\[1\] has an empty description and no anchor marking"):
+        StreamingSeparator(golden_model, golden_processor, "", sample_rate=48000, channels=1,
+                           prompts=[Prompt("a"), Prompt("", (("-", 0.0, 0.5),))])

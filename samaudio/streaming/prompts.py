@@ -67,22 +67,25 @@ def null_sum_residual(mix: np.ndarray, targets: Sequence[np.ndarray]) -> tuple[l
     return [t.astype(np.float32) for t in q], residual.astype(np.float32)
 
 
-def check_sound(description: Any, anchors: Sequence[Any], *, video: bool = False, where: str | None = None) -> None:
-    """What may be separated, the one rule for the library and the server: a sound named by a description,
-    marked by anchors, or (the one sound of a stream, `where` None) shown by a masked video. `where` names a
-    prompt of several ("prompts[1]"); a named error otherwise."""
+def check_sound(
+    description: Any, anchors: Sequence[Anchor], *, video: bool = False, where: str | None = None
+) -> None:
+    """What may be separated, the one rule for the library, the server and the clients' early checks: a sound
+    named by a description, marked present by a positive anchor (negative anchors alone say where it is not, never
+    what it is), or (the one sound of a stream, `where` None) shown by a masked video. `anchors` are checked
+    (sign, start, end) triples; `where` names a prompt of several ("prompts[1]"); a named error otherwise."""
     field = "description" if where is None else f"{where}.description"
     if not isinstance(description, str):
         raise InvalidRequestError(f"{field} is a {type(description).__name__}: give a str")
-    if description.strip() or len(anchors) or video:
+    if description.strip() or any(sign == "+" for sign, _, _ in anchors) or video:
         return
     said = (
-        "the description is empty and there are no anchors"
+        "the description is empty and no anchor marks the sound present"
         if where is None
-        else f"{where} has an empty description and no anchors"
+        else f"{where} has an empty description and no anchor marking the sound present"
     )
     raise InvalidRequestError(
-        f"{said}: describe the sound to separate (e.g. 'vocals'), mark where it is with anchors"
+        f"{said}: describe the sound to separate (e.g. 'vocals'), mark where it sounds with a positive anchor"
         + (", or give a masked video" if where is None else "")
     )
 

@@ -652,10 +652,13 @@ class SeparationServicer(pb_grpc.SeparationServiceServicer):
             )
         from samaudio.streaming import check_sound
 
+        def signed(anchors) -> list[tuple[str, float, float]]:  # the library's triples (signs checked above)
+            return [(SIGNS[a.sign], a.start_seconds, a.end_seconds) for a in anchors]
+
         if not config.prompts:
-            check_sound(config.description, config.anchors, video=has_video)  # the library's rule and words
+            check_sound(config.description, signed(config.anchors), video=has_video)  # the library's rule and words
         for j, p in enumerate(config.prompts):
-            check_sound(p.description, p.anchors, where=f"prompts[{j}]")
+            check_sound(p.description, signed(p.anchors), where=f"prompts[{j}]")
         if config.HasField("solver_steps") and not 1 <= config.solver_steps <= lim.max_solver_steps:
             raise InvalidRequestError(
                 f"solver_steps={config.solver_steps} is outside 1..{lim.max_solver_steps}: leave it unset for the "
