@@ -133,12 +133,13 @@ def test_a_stream_that_takes_no_residual_decodes_targets_alone_and_gives_the_sam
     np.testing.assert_allclose(alone[1], audio - alone[0], atol=1e-6, rtol=0)
 
 
-def _prompt_stream(model, processor, audio, descriptions):
+def _prompt_stream(model, processor, audio, descriptions, worker=None):
     from samaudio.streaming import Prompt, StreamingSeparator
 
     sep = StreamingSeparator(
         model, processor, "", prompts=[Prompt(d) for d in descriptions], sample_rate=44100, channels=audio.shape[1],
         chunk_seconds=1.0, overlap_seconds=0.4, ode_opt={"method": "midpoint", "options": {"step_size": 0.5}},
+        worker=worker,
     )  # fmt: skip
     blocks = sep.push(audio) + sep.finish()
     targets = [np.concatenate([b.targets[p] for b in blocks]) for p in range(len(descriptions))]
@@ -171,3 +172,47 @@ def test_several_prompts_encode_each_windows_mixture_once_and_equal_their_single
     assert encoded_three == encoded_one  # not once per prompt
     for got, single in zip(targets, singles):
         np.testing.assert_allclose(got, single, atol=1e-6, rtol=0)
+
+
+class _ApartWorker:
+    """Runs each job as its own copy, pickled alone, as a cluster replica receives it: the prompts of a window no
+    longer share one audio tensor."""
+
+    def __init__(self, model, processor):
+        self.model, self.processor = model, processor
+
+    def submit(self, jobs):
+        import concurrent.futures
+        import dataclasses
+        import pickle
+
+        from samaudio.streaming import separate_windows
+
+        copies = [pickle.loads(pickle.dumps(dataclasses.replace(j, should_stop=None, on_step=None))) for j in jobs]
+        assert len({id(c.audio) for c in copies}) == len(copies)
+        future = concurrent.futures.Future()
+        future.set_result(separate_windows(self.model, self.processor, copies))
+        return future
+
+
+def test_a_windows_prompts_share_one_encode_also_when_each_job_arrives_as_its_own_copy(golden_model, golden_processor):
+    """On a cluster every job crosses to its replica alone: the window's name (`WindowJob.mixture`), not the
+    tensor's identity, tells the replica that three prompts hear one mixture."""
+    audio = (0.2 * np.random.default_rng(7).standard_normal((round(1.5 * 44100), 1))).astype(np.float32)
+    descriptions = ["a chirp", "a low hum", "noise"]
+    rows: list[int] = []
+    hook = golden_model.audio_codec.register_forward_pre_hook(lambda module, args: rows.append(args[0].shape[0]))
+    try:
+        local, windows = _prompt_stream(golden_model, golden_processor, audio, descriptions)
+        encoded_local = sum(rows)
+        rows.clear()
+        apart, windows_apart = _prompt_stream(
+            golden_model, golden_processor, audio, descriptions, worker=_ApartWorker(golden_model, golden_processor)
+        )
+        encoded_apart = sum(rows)
+    finally:
+        hook.remove()
+    assert windows == windows_apart >= 2
+    assert encoded_apart == encoded_local == windows * audio.shape[1]  # once per window, not once per prompt
+    for got, want in zip(apart, local):
+        np.testing.assert_allclose(got, want, atol=1e-6, rtol=0)

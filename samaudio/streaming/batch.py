@@ -7,7 +7,7 @@ latent channels, S text tokens of the longest description, Dt text feature width
 from __future__ import annotations
 
 import concurrent.futures
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
 
@@ -113,15 +113,16 @@ def _job_rows(jobs: Sequence[WindowJob]) -> list[tuple[int, int]]:
 def _mixture_features(model: "SAMAudio", jobs: Sequence[WindowJob]) -> list[torch.Tensor]:
     """Each job's codec features (ch, W, 2C), as `SAMAudio.separate` makes them, in one codec call.
 
-    The prompts of one window share its audio tensor (`StreamingSeparator` gives them the same one): it is encoded
-    once for all of them, and the features are shared by their batch rows (issue 17: the mixture is encoded once,
-    not once per prompt).
+    The prompts of one window share its audio (`StreamingSeparator` gives them one tensor and one `mixture` name):
+    it is encoded once for all of them, and the features are shared by their batch rows (issue 17: the mixture is
+    encoded once, not once per prompt), also when the jobs arrive as separate copies (a cluster replica).
     """
-    first: dict[int, int] = {}  # id of an audio tensor -> its index among the distinct ones
+    first: dict[Any, int] = {}  # a window's audio (its name, else the tensor's id) -> its index among the distinct
     distinct: list[torch.Tensor] = []
-    for job in jobs:
-        if id(job.audio) not in first:
-            first[id(job.audio)] = len(distinct)
+    keys = [job.mixture if job.mixture is not None else id(job.audio) for job in jobs]
+    for job, key in zip(jobs, keys):
+        if key not in first:
+            first[key] = len(distinct)
             distinct.append(job.audio)
     with torch.inference_mode():
         rows = [row for audio in distinct for row in audio]  # R x (W*H,): the distinct audios' channels
@@ -131,8 +132,8 @@ def _mixture_features(model: "SAMAudio", jobs: Sequence[WindowJob]) -> list[torc
     for audio in distinct:
         starts.append(starts[-1] + audio.shape[0])
     out = []
-    for job in jobs:
-        d = first[id(job.audio)]
+    for key in keys:
+        d = first[key]
         out.append(features[starts[d] : starts[d + 1]])  # (ch, W, 2C)
     return out
 

@@ -87,6 +87,10 @@ class WindowJob:
     # Whether the stream uses the model's residual of this window: False (a target-only stream, several prompts,
     # null-sum) decodes the target alone, about half the codec's decode time (issue 20).
     decode_residual: bool = True
+    # Names this window's audio: equal for the jobs (prompts) of one window of one stream, unique otherwise. The
+    # audio is encoded once for all jobs that share it, also when each reaches the model as its own copy (a
+    # cluster replica unpickles every job apart). None: jobs share an encode only when they share the tensor.
+    mixture: str | None = None
 
     @property
     def description(self) -> str:

@@ -12,6 +12,7 @@ import concurrent.futures
 import functools
 import logging
 import threading
+import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -110,6 +111,7 @@ class StreamingSeparator:
         self._down = StreamResampler(plan.sample_rate, st.sample_rate, self._rows)
         self._input = InputBuffer(ch)  # (ch, L) the input at 48 kHz that windows still need
         self._next = 0  # next window to run
+        self._stream_id = uuid.uuid4().hex  # names the stream's window audio across processes (WindowJob.mixture)
         # target rows then residual rows, room for one model call's windows: (max_batch - 1) strides + a window
         self._ola = OverlapAdd(self._rows, (st.max_batch - 1) * plan.stride * plan.hop + plan.samples)
         self._emitted = 0  # frames handed out in blocks
@@ -364,6 +366,7 @@ class StreamingSeparator:
                     span_gate=st.span_gate,
                     span_threshold=st.span_threshold,
                     decode_residual=st.model_residual,
+                    mixture=f"{self._stream_id}:{k}",
                 )
             )
         return jobs
