@@ -467,7 +467,8 @@ class SeparationServicer(pb_grpc.SeparationServiceServicer):
 
         started = time.monotonic()
         requests = _TimedRequests(requests, self.limits.audio_timeout_seconds)
-        context.add_callback(requests.close)
+        if not context.add_callback(requests.close):  # the call ended already: gRPC will not call it
+            requests.close()
         first = requests.next()
         if first is None or first.WhichOneof("streaming_request") != "config":
             got = "no request" if first is None else first.WhichOneof("streaming_request") or "an empty request"
@@ -520,7 +521,8 @@ class SeparationServicer(pb_grpc.SeparationServiceServicer):
             if not finished.is_set():
                 separator.cancel()
 
-        context.add_callback(on_done)
+        if not context.add_callback(on_done):  # the call ended already: gRPC will not call it
+            on_done()
         yield pb.SeparateResponse(
             accepted=pb.SeparationAccepted(effective_config=config, model_sample_rate_hertz=int(self.model.sample_rate))
         )
