@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -142,3 +145,71 @@ def test_cancelling_a_stream_is_the_one_entry_point_that_also_cancels_its_worker
     sep.push(np.zeros((100, 1), np.float32))
     sep.cancel()
     assert worker.cancels == 1 and sep.closed
+
+
+def test_a_cancelled_stream_is_freed_at_once_while_the_call_it_shares_runs_on_for_the_other_stream(
+    golden_model, golden_processor
+):
+    """Streams A and B share one model call on the server's device worker. A is cancelled while the call is held
+    on the device: A's push ends at once with `CancelledError`, and when the call goes on B gets the stems it gets
+    alone (issue 17: a shared window keeps running for the others only; the cancelled stream is not kept waiting)."""
+    from samaudio_server.worker import BatchingWorker
+
+    calls: list[int] = []
+    release = [threading.Event(), threading.Event()]  # the device waits in its first and second call
+    inside = [threading.Event(), threading.Event()]
+
+    def run_batch(jobs):
+        n = len(calls)
+        calls.append(len(jobs))
+        if n < 2:
+            inside[n].set()
+            assert release[n].wait(60)
+        return separate_windows(golden_model, golden_processor, jobs)
+
+    audio = {name: (0.1 * np.random.default_rng(seed).standard_normal((19200, 1))).astype(np.float32)
+             for seed, name in enumerate("CAB")}  # fmt: skip
+
+    def separator(worker):
+        return StreamingSeparator(
+            golden_model, golden_processor, "a chirp", sample_rate=48000, channels=1, total_frames=19200,
+            ode_opt=midpoint_ode_opt(2), worker=worker,
+        )  # fmt: skip
+
+    worker = BatchingWorker(run_batch, max_batch=4)
+    seps = {name: separator(worker) for name in "CAB"}
+    results: dict[str, object] = {}
+
+    def run(name):
+        try:
+            results[name] = seps[name].push(audio[name]) + seps[name].finish()
+        except BaseException as e:  # noqa: BLE001 - the test reads it
+            results[name] = e
+
+    threads = {name: threading.Thread(target=run, args=(name,), daemon=True) for name in "CAB"}
+    try:
+        threads["C"].start()  # C holds the device, so that A and B queue and are taken together
+        assert inside[0].wait(60)
+        threads["A"].start()
+        threads["B"].start()
+        deadline = time.monotonic() + 60
+        while worker.queued < 2:
+            assert time.monotonic() < deadline, "A and B never queued"
+            time.sleep(0.01)
+        release[0].set()
+        assert inside[1].wait(60) and calls == [1, 2]  # A's and B's windows in one call, held on the device
+        seps["A"].cancel()
+        threads["A"].join(10)
+        assert not threads["A"].is_alive(), "the cancelled stream waited for the call it shares"
+        assert isinstance(results["A"], CancelledError), results["A"]
+        assert "B" not in results  # the shared call is still held
+        release[1].set()
+        threads["B"].join(60)
+    finally:
+        for event in release:
+            event.set()
+        worker.close(timeout=60)
+    alone = separator(LocalWorker(golden_model, golden_processor))
+    want = np.concatenate([b.target for b in alone.push(audio["B"]) + alone.finish()])
+    got = np.concatenate([b.target for b in results["B"]])
+    np.testing.assert_allclose(got, want, atol=1e-6, rtol=0)

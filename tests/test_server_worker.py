@@ -97,6 +97,22 @@ def test_cancelled_stream_windows_are_dropped_before_the_model(run):
         worker.close()
 
 
+def test_the_worker_is_idle_only_once_nothing_is_queued_and_no_call_runs(run):
+    worker = BatchingWorker(run, max_batch=1)
+    try:
+        assert worker.wait_idle(timeout=5)
+        worker.submit(["a0"])
+        assert run.entered.wait(30)
+        assert worker.queued == 0 and not worker.wait_idle(timeout=0.2)  # nothing queued, but a0 runs
+        worker.submit(["b0"])
+        assert worker.queued == 1
+        run.gate.set()
+        assert worker.wait_idle(timeout=30)
+        assert worker.queued == 0 and run.batches == [["a0"], ["b0"]]
+    finally:
+        worker.close()
+
+
 def test_a_full_queue_blocks_the_submitter_until_there_is_room(run):
     worker = BatchingWorker(run, max_batch=1, max_queue=1)
     try:

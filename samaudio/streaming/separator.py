@@ -42,6 +42,8 @@ Progress = Callable[[int, int], None]  # on_progress(frames_done, frames_known),
 # at every rate alike (issue 19).
 MAX_SAMPLE = 1000.0
 
+CANCEL_POLL = 0.05  # seconds between looks at a cancel while a stream waits for its worker's stems
+
 
 @dataclass
 class SeparatedBlock:
@@ -313,7 +315,7 @@ class StreamingSeparator:
         if self._cancelled.is_set():  # cancel() may have looked for a pending future just before it was set
             future.cancel()
         try:
-            stems = future.result()
+            stems = self._wait(future)
         except concurrent.futures.CancelledError as e:
             raise CancelledError(f"stream cancelled while windows {ks[0]}..{ks[-1]} were pending") from e
         finally:
@@ -335,6 +337,17 @@ class StreamingSeparator:
                 self.counters.chosen_scores += s.scores.gather(1, s.chosen.view(-1, 1)).view(-1).tolist()
         logger.debug("windows %d..%d separated (%d in one call)", ks[0], ks[-1], len(ks))
         return stems
+
+    def _wait(self, future: concurrent.futures.Future) -> list[WindowStems]:
+        """The worker's stems. A cancel ends the wait within `CANCEL_POLL` seconds, also while the model call runs
+        on for other streams that share it (their rows finish; this stream's are dropped): the stream is freed at
+        once, not when the shared call ends."""
+        while True:
+            try:
+                return future.result(timeout=CANCEL_POLL)
+            except concurrent.futures.TimeoutError:
+                if self._cancelled.is_set():
+                    raise concurrent.futures.CancelledError() from None
 
     def _job(self, k: int) -> WindowJob:
         """Window k's job of the first prompt."""

@@ -53,6 +53,7 @@ class BatchingWorker:
         self._queue: collections.deque[_Submission] = collections.deque()
         self._cond = threading.Condition()
         self._closed = False
+        self._running = False  # a model call is running on the device thread
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
@@ -62,6 +63,18 @@ class BatchingWorker:
         from samaudio.streaming import separate_windows
 
         return cls(functools.partial(separate_windows, model, processor), **kwargs)
+
+    @property
+    def queued(self) -> int:
+        """Submissions waiting for the device thread, for logs and tests."""
+        with self._cond:
+            return len(self._queue)
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until nothing is queued and no model call runs (a cancelled stream is freed before the call it
+        shared ends); False if `timeout` seconds pass first."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._queue and not self._running, timeout)
 
     # ------------------------------------------------------------------ the WindowWorker protocol
 
@@ -110,13 +123,19 @@ class BatchingWorker:
                     continue  # its stream was cancelled: drop it
                 taken.append(head)
                 size += len(head.jobs)
+            self._running = bool(taken)
             self._cond.notify_all()  # room in the queue for blocked submitters
             return taken
 
     def _loop(self) -> None:
         while (taken := self._take()) is not None:
             if taken:
-                self._run(taken)
+                try:
+                    self._run(taken)
+                finally:
+                    with self._cond:
+                        self._running = False
+                        self._cond.notify_all()
 
     def _run(self, taken: list[_Submission]) -> None:
         jobs = [job for sub in taken for job in sub.jobs]
