@@ -16,6 +16,12 @@ cancels, and the time from the cancel to the server's stream count dropping to z
 `--cancel-tree DIR` runs the same measurement in a child process against the samaudio found in DIR (a checkout of
 another commit, for a before/after); by default only the working tree's. Reported per tree: the median and
 spread of cancel-to-freed seconds, and the window's uncancelled time for scale.
+
+**Cancel inside a shared call.** Streams A and B half-close while a third stream holds the device, so the
+server's device worker takes their windows into one model call. A first round times that call uncancelled; then
+A is cancelled at 70 % of that time after the third stream ends (in the codec's decode, where no progress message
+wakes the stream), and the time until A's slot is free (B still running) is measured. Reported: the median and
+spread, the shared call's time, and in how many repeats A and B really shared a call.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -37,6 +44,7 @@ RATE, CHANNELS = 44100, 2
 SELECTION_SECONDS = 1.0
 CANCEL_SECONDS = 6.0
 CANCEL_AT = 0.3  # of the window's uncancelled time, after the half-close
+SHARED_CANCEL_AT = 0.7  # of the shared call's uncancelled time: in the codec's decode, which sends no progress
 
 
 def _signal(seconds: float, rate: int, channels: int) -> np.ndarray:
@@ -67,6 +75,12 @@ def _requests(config: Any, audio: np.ndarray, block: int) -> Any:
     yield pb.SeparateRequest(config=config)
     for i in range(0, len(audio), block):
         yield pb.SeparateRequest(audio_content=audio[i : i + block].astype("<f4").tobytes())
+
+
+def _held_requests(config: Any, audio: np.ndarray, block: int, release: threading.Event) -> Any:
+    """The stream's requests, half-closed only once `release` is set (so its window waits for it)."""
+    yield from _requests(config, audio, block)
+    release.wait(600)
 
 
 def _config(audio: np.ndarray, rate: int, total: bool, chunk: float | None = None, **fields: Any) -> Any:
@@ -157,13 +171,68 @@ def _cancel_child(
                     time.sleep(0.001)
                 freed.append(time.perf_counter() - cancelled)
                 time.sleep(0.2)
+            shared, call_seconds, together = _shared_cancel(stub, server, audio, rate, window, repeats, chunk)
     finally:
         server.stop(0)
     return {
         "cancel_to_freed_seconds": statistics.median(freed),
         "cancel_to_freed_seconds_spread": [min(freed), max(freed)],
         "window_seconds": window,
+        "shared_call_seconds": call_seconds,
+        "shared_cancel_to_freed_seconds": statistics.median(shared),
+        "shared_cancel_to_freed_seconds_spread": [min(shared), max(shared)],
+        "shared_cancel_calls_shared": f"{together} of {repeats}",
     }
+
+
+def _shared_cancel(
+    stub: Any, server: Any, audio: np.ndarray, rate: int, window: float, repeats: int, chunk: float | None
+) -> tuple[list[float], float, int]:
+    """Cancel-to-freed of stream A while its window shares one model call with stream B's (see the docstring):
+    (seconds per repeat, the shared call's uncancelled seconds, repeats in which the call was shared)."""
+    _, call_seconds, _ = _shared_round(stub, server, audio, rate, window, chunk, cancel_after=None)
+    freed, together = [], 0
+    for _ in range(repeats):
+        seconds, _, shared = _shared_round(stub, server, audio, rate, window, chunk, SHARED_CANCEL_AT * call_seconds)
+        freed.append(seconds)
+        together += shared
+    return freed, call_seconds, together
+
+
+def _shared_round(
+    stub: Any, server: Any, audio: np.ndarray, rate: int, window: float, chunk: float | None,
+    cancel_after: float | None,
+) -> tuple[float | None, float, bool]:
+    """One round: (A's cancel-to-freed seconds or None uncancelled, seconds from the plug's end to B's, shared)."""
+    gate, worker = server.servicer.gate, server.servicer.worker
+    releases = [threading.Event(), threading.Event()]
+    calls = [stub.Separate(_held_requests(_config(audio, rate, False, chunk), audio, rate, r)) for r in releases]
+    for call in calls:
+        next(call)  # accepted; their audio waits for the half-close
+    while gate.active < 2:  # both streams are in
+        time.sleep(0.001)
+    worker.largest_batch = 0  # this round's calls only
+    plug = stub.Separate(_requests(_config(audio, rate, False, chunk), audio, rate))
+    next(plug)
+    time.sleep(0.3 * window)  # the plug's window is on the device
+    for release in releases:
+        release.set()
+    for _ in plug:  # the plug ends; A's and B's windows, queued meanwhile, run as one call
+        pass
+    started, freed = time.perf_counter(), None
+    if cancel_after is not None:
+        time.sleep(cancel_after)
+        cancelled = time.perf_counter()
+        calls[0].cancel()
+        while gate.active > 1:
+            time.sleep(0.001)
+        freed = time.perf_counter() - cancelled
+    for call in calls[1:] if cancel_after is not None else calls:
+        for _ in call:  # runs to its end
+            pass
+    seconds = time.perf_counter() - started
+    time.sleep(0.2)
+    return freed, seconds, worker.largest_batch >= 2
 
 
 def measure_cancel(trees: list[Path], repeats: int = 5, threads: int | None = None) -> dict[str, Any]:

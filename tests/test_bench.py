@@ -201,7 +201,8 @@ def test_daw_reports_the_short_selection_and_cancel_to_freed():
                                  "short_selection_speedup"])  # fmt: skip
     assert figures["short_selection_windows"] == [(1, 1)]
     figures = _cancel_child(repeats=1, threads=None, seconds=0.4, chunk=0.6)
-    assert_finite_keys(figures, ["cancel_to_freed_seconds", "window_seconds"])
+    assert_finite_keys(figures, ["cancel_to_freed_seconds", "window_seconds", "shared_cancel_to_freed_seconds"])
+    assert figures["shared_cancel_calls_shared"] == "1 of 1"  # A's and B's windows ran in one model call
 
 
 def test_daw_is_one_of_the_measurements():
