@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import statistics
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,6 +188,18 @@ class LoopbackServer:
 
     def __exit__(self, *exc: object) -> None:
         self.server.stop(0)
+
+
+def tree_env(tree: Path) -> dict[str, str]:
+    """The environment of a child process that runs against the samaudio of checkout `tree` (its library and
+    server on the path), for before/after measurements across commits."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree), str(tree / "server")])}
+
+
+def tree_name(tree: Path) -> str:
+    """A checkout's short commit (its folder's name outside git), to key its figures."""
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tree, capture_output=True, text=True)
+    return commit.stdout.strip() if commit.returncode == 0 else tree.name
 
 
 def report(figures: dict[str, Any], out: Path | None) -> None:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -237,17 +236,18 @@ def _shared_round(
 
 def measure_cancel(trees: list[Path], repeats: int = 5, threads: int | None = None) -> dict[str, Any]:
     """`_cancel_child` in a child process per tree (its samaudio, server and bench on the path)."""
+    from bench.common import tree_env, tree_name
+
     out: dict[str, Any] = {}
     for tree in trees:
         tree = tree.resolve()
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree), str(tree / "server")])}
         args = [sys.executable, str(Path(__file__).resolve()), "--cancel-child", "--repeats", str(repeats)]
         if threads:
             args += ["--threads", str(threads)]
-        done = subprocess.run(args, cwd=tree, env=env, capture_output=True, text=True, check=True, timeout=3600)
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tree, capture_output=True, text=True)
-        name = commit.stdout.strip() if commit.returncode == 0 else tree.name
-        out[f"cancel_{name}"] = json.loads(done.stdout.strip().splitlines()[-1])
+        done = subprocess.run(
+            args, cwd=tree, env=tree_env(tree), capture_output=True, text=True, check=True, timeout=3600
+        )
+        out[f"cancel_{tree_name(tree)}"] = json.loads(done.stdout.strip().splitlines()[-1])
     return out
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -83,16 +82,18 @@ def measure_prompts(
     trees: list[Path], seconds: float = 12.0, steps: int = 16, repeats: int = 3, threads: int | None = None
 ) -> dict[str, Any]:
     """A three-prompt and a one-prompt stream per tree, the trees in turns (see the module's docstring)."""
+    from bench.common import tree_env, tree_name
+
     children = {}
     for tree in trees:
         tree = tree.resolve()
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree), str(tree / "server")])}
         args = [sys.executable, str(Path(__file__).resolve()), "--child", "--seconds", str(seconds), "--steps",
                 str(steps)] + (["--threads", str(threads)] if threads else [])  # fmt: skip
-        proc = subprocess.Popen(args, cwd=tree, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            args, cwd=tree, env=tree_env(tree), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
         assert json.loads(proc.stdout.readline())["ready"]
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tree, capture_output=True, text=True)
-        children[commit.stdout.strip() if commit.returncode == 0 else tree.name] = proc
+        children[tree_name(tree)] = proc
 
     def ask(proc: subprocess.Popen, prompts: int) -> dict[str, Any]:
         proc.stdin.write(f"{prompts}\n")
