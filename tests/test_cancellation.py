@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -192,10 +191,7 @@ def test_a_cancelled_stream_is_freed_at_once_while_the_call_it_shares_runs_on_fo
         assert inside[0].wait(60)
         threads["A"].start()
         threads["B"].start()
-        deadline = time.monotonic() + 60
-        while worker.queued < 2:
-            assert time.monotonic() < deadline, "A and B never queued"
-            time.sleep(0.01)
+        assert worker.wait_queued(2, timeout=60), "A and B never queued"
         release[0].set()
         assert inside[1].wait(60) and calls == [1, 2]  # A's and B's windows in one call, held on the device
         seps["A"].cancel()

@@ -105,7 +105,7 @@ def test_the_worker_is_idle_only_once_nothing_is_queued_and_no_call_runs(run):
         assert run.entered.wait(30)
         assert worker.queued == 0 and not worker.wait_idle(timeout=0.2)  # nothing queued, but a0 runs
         worker.submit(["b0"])
-        assert worker.queued == 1
+        assert worker.queued == 1 and worker.wait_queued(1, timeout=5) and not worker.wait_queued(2, timeout=0.2)
         run.gate.set()
         assert worker.wait_idle(timeout=30)
         assert worker.queued == 0 and run.batches == [["a0"], ["b0"]]

@@ -70,6 +70,11 @@ class BatchingWorker:
         with self._cond:
             return len(self._queue)
 
+    def wait_queued(self, count: int, timeout: float | None = None) -> bool:
+        """Wait until at least `count` submissions wait for the device thread; False if `timeout` passes first."""
+        with self._cond:
+            return self._cond.wait_for(lambda: len(self._queue) >= count, timeout)
+
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Wait until nothing is queued and no model call runs (a cancelled stream is freed before the call it
         shared ends); False if `timeout` seconds pass first."""
